@@ -1,0 +1,26 @@
+"""se_detectron: Squeeze-and-Excitation backbones for Detectron2.
+
+Importing the package registers the SE backbones in Detectron2's ``BACKBONE_REGISTRY``:
+``build_se_resnet_backbone``, ``build_se_resnet_fpn_backbone`` and
+``build_retinanet_se_resnet_fpn_backbone``. Use :func:`add_se_config` on a Detectron2 config
+before merging one of the files under ``configs/``.
+"""
+
+__version__ = "0.1.0"
+
+try:
+    import detectron2  # noqa: F401
+except ImportError as e:  # pragma: no cover - exercised only without Detectron2
+    raise ImportError(
+        "se_detectron needs Detectron2, which is not installed in this environment "
+        f"({e}). Detectron2 is not published on PyPI by its authors: run `make setup` in the "
+        "se_detectron checkout (it installs the sal-detectron2 wheel, see "
+        "scripts/install_detectron2.sh), or build Detectron2 from source "
+        "(https://detectron2.readthedocs.io/en/latest/tutorials/install.html)."
+    ) from e
+
+from . import modeling  # noqa: E402,F401  (registers the backbones)
+from .config import add_se_config  # noqa: E402
+from .model_zoo import get_config_file, get_se_cfg  # noqa: E402
+
+__all__ = ["__version__", "add_se_config", "get_config_file", "get_se_cfg"]

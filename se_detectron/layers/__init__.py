@@ -1,0 +1,3 @@
+from .se import SE_GATES, SE_SQUEEZES, SqueezeExcitation, se_reduced_channels
+
+__all__ = ["SE_GATES", "SE_SQUEEZES", "SqueezeExcitation", "se_reduced_channels"]

@@ -1,0 +1,27 @@
+"""SE backbones; importing this module registers them in Detectron2's BACKBONE_REGISTRY."""
+
+from .classifier import build_se_resnet_classifier
+from .config_check import SE_POSITIONS, SE_STAGE_NAMES, SEConfigError, check_se_config
+from .se_fpn import build_retinanet_se_resnet_fpn_backbone, build_se_resnet_fpn_backbone
+from .se_resnet import (
+    CeilPoolBasicStem,
+    DeepStem,
+    SEBottleneckBlock,
+    build_se_resnet,
+    build_se_resnet_backbone,
+)
+
+__all__ = [
+    "SE_POSITIONS",
+    "SE_STAGE_NAMES",
+    "CeilPoolBasicStem",
+    "DeepStem",
+    "SEBottleneckBlock",
+    "SEConfigError",
+    "build_retinanet_se_resnet_fpn_backbone",
+    "build_se_resnet",
+    "build_se_resnet_backbone",
+    "build_se_resnet_classifier",
+    "build_se_resnet_fpn_backbone",
+    "check_se_config",
+]

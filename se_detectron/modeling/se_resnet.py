@@ -1,0 +1,297 @@
+"""SE-ResNet / SE-ResNeXt / SENet-154 trunks built from Detectron2's own ResNet.
+
+Only what Squeeze-and-Excitation needs is added here: :class:`SEBottleneckBlock` (Detectron2's
+``BottleneckBlock`` plus an SE unit at one of the paper's integration positions) and
+:class:`DeepStem` (SENet-154's three-conv stem). Stages are made with ``ResNet.make_stage`` and
+assembled by Detectron2's ``ResNet``, so module names, ``freeze_at``, ``out_features`` and
+``output_shape()`` behave exactly like ``build_resnet_backbone``.
+"""
+
+from typing import List, Optional
+
+import torch
+from detectron2.layers import CNNBlockBase, Conv2d, ShapeSpec, get_norm
+from detectron2.modeling import BACKBONE_REGISTRY
+from detectron2.modeling.backbone.resnet import BasicStem, BottleneckBlock, ResNet
+from fvcore.nn import weight_init
+from torch.nn import functional as F
+
+from ..layers import SqueezeExcitation
+from .config_check import SE_POSITIONS, SE_STAGE_NAMES, check_se_config
+
+__all__ = [
+    "SE_POSITIONS",
+    "DeepStem",
+    "SEBottleneckBlock",
+    "build_se_resnet",
+    "build_se_resnet_backbone",
+]
+
+
+# Blocks per stage for the bottleneck depths (ResNet paper Table 1).
+NUM_BLOCKS_PER_STAGE = {50: [3, 4, 6, 3], 101: [3, 4, 23, 3], 152: [3, 8, 36, 3]}
+
+
+class SEBottleneckBlock(BottleneckBlock):
+    """Detectron2's bottleneck block with a Squeeze-and-Excitation unit (paper Fig. 3, Fig. 5).
+
+    All of ``BottleneckBlock``'s arguments keep their meaning; the ``se_*`` arguments configure
+    the SE unit and the two SENet-154 options change the block's shape.
+
+    Args:
+        in_channels: input channels.
+        out_channels: output channels.
+        bottleneck_channels: channels of the 3x3 conv.
+        stride: stride of the block.
+        num_groups: groups of the 3x3 conv (cardinality, for SE-ResNeXt).
+        norm: normalization of every conv, see ``detectron2.layers.get_norm``.
+        stride_in_1x1: put the stride in the first 1x1 conv (as the paper and MSRA ResNet) rather
+            than in the 3x3 conv.
+        dilation: dilation of the 3x3 conv.
+        se_reduction: reduction ratio r.
+        se_squeeze: ``"avg"`` or ``"max"``.
+        se_gate: ``"sigmoid"``, ``"tanh"`` or ``"relu"``.
+        se_bias: biases in the excitation FC layers.
+        se_position: one of :data:`SE_POSITIONS` (see ``MODEL.SE.POSITION`` in config.py).
+        conv1_channels: output channels of the first 1x1 conv; None means ``bottleneck_channels``.
+            SENet-154 uses half of it.
+        shortcut_kernel_size: kernel of the projection shortcut conv (1, or 3 in SENet-154).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        *,
+        bottleneck_channels: int,
+        stride: int = 1,
+        num_groups: int = 1,
+        norm="BN",
+        stride_in_1x1: bool = False,
+        dilation: int = 1,
+        se_reduction: int = 16,
+        se_squeeze: str = "avg",
+        se_gate: str = "sigmoid",
+        se_bias: bool = True,
+        se_position: str = "standard",
+        conv1_channels: Optional[int] = None,
+        shortcut_kernel_size: int = 1,
+    ):
+        super().__init__(
+            in_channels,
+            out_channels,
+            bottleneck_channels=bottleneck_channels,
+            stride=stride,
+            num_groups=num_groups,
+            norm=norm,
+            stride_in_1x1=stride_in_1x1,
+            dilation=dilation,
+        )
+        if se_position not in SE_POSITIONS:
+            raise ValueError(f"SE position must be one of {SE_POSITIONS}, got {se_position!r}")
+        if conv1_channels is not None and conv1_channels != bottleneck_channels:
+            stride_1x1, stride_3x3 = (stride, 1) if stride_in_1x1 else (1, stride)
+            self.conv1 = Conv2d(
+                in_channels,
+                conv1_channels,
+                kernel_size=1,
+                stride=stride_1x1,
+                bias=False,
+                norm=get_norm(norm, conv1_channels),
+            )
+            self.conv2 = Conv2d(
+                conv1_channels,
+                bottleneck_channels,
+                kernel_size=3,
+                stride=stride_3x3,
+                padding=dilation,
+                bias=False,
+                groups=num_groups,
+                dilation=dilation,
+                norm=get_norm(norm, bottleneck_channels),
+            )
+            weight_init.c2_msra_fill(self.conv1)
+            weight_init.c2_msra_fill(self.conv2)
+        if shortcut_kernel_size != 1 and self.shortcut is not None:
+            self.shortcut = Conv2d(
+                in_channels,
+                out_channels,
+                kernel_size=shortcut_kernel_size,
+                stride=stride,
+                padding=shortcut_kernel_size // 2,
+                bias=False,
+                norm=get_norm(norm, out_channels),
+            )
+            weight_init.c2_msra_fill(self.shortcut)
+
+        se_channels = {"pre": in_channels, "3x3": bottleneck_channels}.get(
+            se_position, out_channels
+        )
+        self.se_position = se_position
+        self.se = SqueezeExcitation(
+            se_channels, reduction=se_reduction, squeeze=se_squeeze, gate=se_gate, bias=se_bias
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        position = self.se_position
+        shortcut = x if self.shortcut is None else self.shortcut(x)
+
+        out = self.se(x) if position == "pre" else x
+        out = F.relu_(self.conv1(out))
+        out = F.relu_(self.conv2(out))
+        if position == "3x3":
+            out = self.se(out)
+        out = self.conv3(out)
+
+        if position == "standard":
+            out = self.se.scale_add(out, shortcut)
+        elif position == "identity":
+            out = out + self.se(shortcut)
+        else:
+            out = out + shortcut
+        out = F.relu_(out)
+        if position == "post":
+            out = self.se(out)
+        return out
+
+
+class DeepStem(CNNBlockBase):
+    """SENet-154's stem: three 3x3 convs replace the 7x7 conv (paper appendix), then max-pool.
+
+    Args:
+        in_channels: input channels.
+        out_channels: channels of the last conv; the first two have ``out_channels // 2``
+            (64-64-128 in SENet-154).
+        norm: normalization after each conv.
+        ceil_pool: max-pool with ``ceil_mode=True`` and no padding, as the released model;
+            False pools with padding 1 like ``BasicStem``.
+    """
+
+    def __init__(self, in_channels=3, out_channels=128, norm="BN", ceil_pool=True):
+        super().__init__(in_channels, out_channels, 4)
+        mid = out_channels // 2
+        self.ceil_pool = ceil_pool
+        self.conv1 = Conv2d(
+            in_channels, mid, 3, stride=2, padding=1, bias=False, norm=get_norm(norm, mid)
+        )
+        self.conv2 = Conv2d(mid, mid, 3, padding=1, bias=False, norm=get_norm(norm, mid))
+        self.conv3 = Conv2d(
+            mid, out_channels, 3, padding=1, bias=False, norm=get_norm(norm, out_channels)
+        )
+        for layer in (self.conv1, self.conv2, self.conv3):
+            weight_init.c2_msra_fill(layer)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu_(self.conv1(x))
+        x = F.relu_(self.conv2(x))
+        x = F.relu_(self.conv3(x))
+        return _stem_pool(x, self.ceil_pool)
+
+
+class CeilPoolBasicStem(BasicStem):
+    """Detectron2's BasicStem with the released SENet models' max-pool (ceil mode, no padding)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _stem_pool(F.relu_(self.conv1(x)), True)
+
+
+def _stem_pool(x: torch.Tensor, ceil_pool: bool) -> torch.Tensor:
+    if ceil_pool:
+        return F.max_pool2d(x, kernel_size=3, stride=2, padding=0, ceil_mode=True)
+    return F.max_pool2d(x, kernel_size=3, stride=2, padding=1)
+
+
+def build_se_resnet(cfg, input_shape: ShapeSpec, num_classes: Optional[int] = None) -> ResNet:
+    """Build a Detectron2 ``ResNet`` whose stages in ``MODEL.SE.STAGES`` use SE bottlenecks.
+
+    Reads ``MODEL.RESNETS.*`` with Detectron2's meaning, ``MODEL.BACKBONE.FREEZE_AT`` and
+    ``MODEL.SE.*``; validates them first (see :func:`check_se_config`).
+
+    Args:
+        cfg: a config with ``add_se_config`` applied.
+        input_shape: shape of the input image tensor (its channels are used).
+        num_classes: if given, a classifier (global average pool + linear layer named
+            ``linear``) is added and ``linear`` is the output feature, for ImageNet pretraining.
+
+    Returns:
+        ResNet: the trunk; its ``state_dict`` names are those of ``build_resnet_backbone``.
+    """
+    check_se_config(cfg)
+    # fmt: off
+    norm                = cfg.MODEL.RESNETS.NORM
+    depth               = cfg.MODEL.RESNETS.DEPTH
+    num_groups          = cfg.MODEL.RESNETS.NUM_GROUPS
+    width_per_group     = cfg.MODEL.RESNETS.WIDTH_PER_GROUP
+    stem_out_channels   = cfg.MODEL.RESNETS.STEM_OUT_CHANNELS
+    out_channels        = cfg.MODEL.RESNETS.RES2_OUT_CHANNELS
+    stride_in_1x1       = cfg.MODEL.RESNETS.STRIDE_IN_1X1
+    res5_dilation       = cfg.MODEL.RESNETS.RES5_DILATION
+    out_features        = cfg.MODEL.RESNETS.OUT_FEATURES
+    freeze_at           = cfg.MODEL.BACKBONE.FREEZE_AT
+    se_stages           = set(cfg.MODEL.SE.STAGES)
+    stem_type           = cfg.MODEL.SE.STEM
+    stem_ceil_pool      = cfg.MODEL.SE.STEM_CEIL_POOL
+    conv1_ratio         = cfg.MODEL.SE.CONV1_WIDTH_RATIO
+    shortcut_kernel     = cfg.MODEL.SE.SHORTCUT_KERNEL
+    se_kwargs = {
+        "se_reduction": cfg.MODEL.SE.REDUCTION,
+        "se_squeeze":   cfg.MODEL.SE.SQUEEZE,
+        "se_gate":      cfg.MODEL.SE.GATE,
+        "se_bias":      cfg.MODEL.SE.BIAS,
+        "se_position":  cfg.MODEL.SE.POSITION,
+    }
+    # fmt: on
+
+    if stem_type == "deep":
+        stem = DeepStem(input_shape.channels, stem_out_channels, norm, ceil_pool=stem_ceil_pool)
+    else:
+        stem_class = CeilPoolBasicStem if stem_ceil_pool else BasicStem
+        stem = stem_class(input_shape.channels, stem_out_channels, norm)
+
+    in_channels = stem_out_channels
+    bottleneck_channels = num_groups * width_per_group
+    stages: List[List[CNNBlockBase]] = []
+    for idx, (name, num_blocks) in enumerate(zip(SE_STAGE_NAMES, NUM_BLOCKS_PER_STAGE[depth])):
+        # res5_dilation is used this way as a convention in R-FCN & Deformable Conv paper
+        dilation = res5_dilation if name == "res5" else 1
+        first_stride = 1 if idx == 0 or (name == "res5" and dilation == 2) else 2
+        stage_kwargs = {
+            "num_blocks": num_blocks,
+            "stride_per_block": [first_stride] + [1] * (num_blocks - 1),
+            "in_channels": in_channels,
+            "out_channels": out_channels,
+            "bottleneck_channels": bottleneck_channels,
+            "num_groups": num_groups,
+            "norm": norm,
+            "stride_in_1x1": stride_in_1x1,
+            "dilation": dilation,
+        }
+        if name in se_stages:
+            conv1_channels = int(round(bottleneck_channels * conv1_ratio))
+            stage_kwargs.update(
+                block_class=SEBottleneckBlock,
+                conv1_channels=conv1_channels,
+                shortcut_kernel_size=shortcut_kernel if idx > 0 else 1,
+                **se_kwargs,
+            )
+        else:
+            stage_kwargs["block_class"] = BottleneckBlock
+        stages.append(ResNet.make_stage(**stage_kwargs))
+        in_channels = out_channels
+        out_channels *= 2
+        bottleneck_channels *= 2
+
+    if num_classes is not None:
+        # out_features=None makes ResNet keep every stage and output "linear" (an explicit
+        # ["linear"] would make it drop all stages).
+        return ResNet(stem, stages, num_classes=num_classes, out_features=None)
+    return ResNet(stem, stages, out_features=out_features, freeze_at=freeze_at)
+
+
+@BACKBONE_REGISTRY.register()
+def build_se_resnet_backbone(cfg, input_shape: ShapeSpec) -> ResNet:
+    """Backbone builder: the SE trunk, outputs ``MODEL.RESNETS.OUT_FEATURES``.
+
+    Select it with ``MODEL.BACKBONE.NAME: "build_se_resnet_backbone"`` (e.g. C4-style models).
+    """
+    return build_se_resnet(cfg, input_shape)
