@@ -1,4 +1,4 @@
-"""The Squeeze-and-Excitation layer (Hu et al., "Squeeze-and-Excitation Networks", arXiv 1709.01507).
+"""The Squeeze-and-Excitation layer (Hu et al., "Squeeze-and-Excitation Networks", 1709.01507).
 
 This module is the only implementation of the SE math in the project: the SE bottleneck block,
 the classifier, the converters and the analysis tools all use :class:`SqueezeExcitation`.
