@@ -1,0 +1,76 @@
+"""Pretrained weights for the SE trunks: conversion, config inference and a strict checkpointer.
+
+* :func:`convert_checkpoint` / :func:`convert_state_dict`: our pretraining checkpoints, timm
+  (``seresnet*``, ``seresnext*``, ``senet154``) and Cadene / timm ``legacy_*`` SENets to a
+  Detectron2-loadable ``.pkl`` with the trunk's names, plus the config the weights require
+  (``tools/convert_pretrained.py`` is the command line).
+* :func:`infer_architecture`: depth, groups, widths, stem, SE reduction ... from the weights.
+* :class:`SEDetectionCheckpointer`: atomic saves, FileNotFoundError for missing weights, errors
+  for backbone shape mismatches and for frozen layers left random;
+  :func:`check_no_frozen_random_init` for runs without weights.
+"""
+
+from .checkpointer import (
+    BackboneShapeMismatchError,
+    FrozenRandomInitError,
+    SEDetectionCheckpointer,
+    check_no_frozen_random_init,
+    frozen_state_keys,
+)
+from .convert import ConversionResult, convert_checkpoint, convert_state_dict, format_summary
+from .files import (
+    extract_state_dict,
+    load_checkpoint_file,
+    read_converted,
+    save_converted,
+    write_config_yaml,
+)
+from .formats import (
+    SOURCE_FORMATS,
+    ConversionError,
+    detect_source_format,
+    rename_state_dict,
+    strip_common_prefix,
+)
+from .infer import (
+    IMAGENET_RGB_PIXEL_MEAN,
+    IMAGENET_RGB_PIXEL_STD,
+    SEArchitecture,
+    config_mismatches,
+    infer_architecture,
+    match_arch,
+    required_config,
+    source_settings,
+    validate_trunk_state_dict,
+)
+
+__all__ = [
+    "IMAGENET_RGB_PIXEL_MEAN",
+    "IMAGENET_RGB_PIXEL_STD",
+    "SOURCE_FORMATS",
+    "BackboneShapeMismatchError",
+    "ConversionError",
+    "ConversionResult",
+    "FrozenRandomInitError",
+    "SEArchitecture",
+    "SEDetectionCheckpointer",
+    "check_no_frozen_random_init",
+    "config_mismatches",
+    "convert_checkpoint",
+    "convert_state_dict",
+    "detect_source_format",
+    "extract_state_dict",
+    "format_summary",
+    "frozen_state_keys",
+    "infer_architecture",
+    "load_checkpoint_file",
+    "match_arch",
+    "read_converted",
+    "rename_state_dict",
+    "required_config",
+    "save_converted",
+    "source_settings",
+    "strip_common_prefix",
+    "validate_trunk_state_dict",
+    "write_config_yaml",
+]

@@ -1,0 +1,48 @@
+"""Datasets: the synthetic shapes dataset, config-driven COCO/VOC registration, a safe mapper.
+
+Importing this package registers nothing and generates nothing; call
+:func:`register_datasets_from_cfg` (or :func:`register_synthetic_datasets`) explicitly.
+"""
+
+from .mapper import ImageReadError, SafeDatasetMapper
+from .register import (
+    DatasetConfigError,
+    UnregisteredDatasetError,
+    add_dataset_config,
+    check_datasets_registered,
+    load_voc_detection,
+    prepare_dataset,
+    register_coco_dataset,
+    register_datasets_from_cfg,
+    register_voc_dataset,
+    unregistered_dataset_error,
+)
+from .synthetic import (
+    SYNTHETIC_CLASSES,
+    SYNTHETIC_TRAIN,
+    SYNTHETIC_VAL,
+    default_synthetic_root,
+    generate_synthetic_dataset,
+    register_synthetic_datasets,
+)
+
+__all__ = [
+    "SYNTHETIC_CLASSES",
+    "SYNTHETIC_TRAIN",
+    "SYNTHETIC_VAL",
+    "DatasetConfigError",
+    "ImageReadError",
+    "SafeDatasetMapper",
+    "UnregisteredDatasetError",
+    "add_dataset_config",
+    "check_datasets_registered",
+    "default_synthetic_root",
+    "generate_synthetic_dataset",
+    "load_voc_detection",
+    "prepare_dataset",
+    "register_coco_dataset",
+    "register_datasets_from_cfg",
+    "register_synthetic_datasets",
+    "register_voc_dataset",
+    "unregistered_dataset_error",
+]

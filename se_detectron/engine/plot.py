@@ -1,0 +1,70 @@
+"""Training curves (losses and AP) from Detectron2's ``metrics.json``."""
+
+import json
+import os
+from typing import Dict, List, Tuple
+
+__all__ = ["plot_training_curves", "read_metrics"]
+
+LOSS_KEYS = ("total_loss", "loss_cls", "loss_box_reg", "loss_rpn_cls", "loss_rpn_loc")
+AP_KEYS = ("AP", "AP50", "AP75")
+
+
+def read_metrics(metrics_file: str) -> List[Dict]:
+    """The records of a Detectron2 ``metrics.json`` (one JSON object per line).
+
+    Lines that do not parse (e.g. a line cut by a killed run) are skipped. When a run was resumed,
+    records for iterations that were redone replace the earlier ones.
+    """
+    by_key: Dict[Tuple[int, bool], Dict] = {}
+    with open(metrics_file, encoding="utf-8") as f:
+        for line in f:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if "iteration" in record:
+                is_eval = any(k.startswith("bbox/") for k in record)
+                by_key.setdefault((record["iteration"], is_eval), {}).update(record)
+    return [by_key[k] for k in sorted(by_key)]
+
+
+def plot_training_curves(metrics_file: str, out_file: str) -> str:
+    """Plot the loss curves and the box AP curves of a run into one PNG.
+
+    Args:
+        metrics_file: Detectron2's ``metrics.json`` of the run.
+        out_file: the PNG to write (atomically).
+
+    Returns:
+        The path written.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = read_metrics(metrics_file)
+    fig, (ax_loss, ax_ap) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for key in LOSS_KEYS:
+        points = [(r["iteration"], r[key]) for r in records if key in r]
+        if points:
+            ax_loss.plot(*zip(*points), label=key, linewidth=1.5 if key == "total_loss" else 1)
+    ax_loss.set(xlabel="iteration", ylabel="loss", title="training losses")
+    ax_loss.set_yscale("log")
+    ax_loss.legend(fontsize=8)
+    ax_loss.grid(alpha=0.3)
+
+    for key in AP_KEYS:
+        points = [(r["iteration"], r[f"bbox/{key}"]) for r in records if f"bbox/{key}" in r]
+        if points:
+            ax_ap.plot(*zip(*points), marker="o", label=f"box {key}")
+    ax_ap.set(xlabel="iteration", ylabel="AP (%)", title="validation box AP", ylim=(0, 100))
+    ax_ap.legend(fontsize=8)
+    ax_ap.grid(alpha=0.3)
+    fig.tight_layout()
+    tmp = out_file + ".tmp.png"
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, out_file)
+    return out_file

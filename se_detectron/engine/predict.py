@@ -1,0 +1,103 @@
+"""Run a trained detector on image files and draw its detections (``tools/demo.py``)."""
+
+import json
+import os
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional
+
+import numpy as np
+from detectron2.data import MetadataCatalog
+from detectron2.data.detection_utils import read_image
+from detectron2.engine import DefaultPredictor
+from detectron2.utils.visualizer import Visualizer
+
+__all__ = ["IMAGE_EXTENSIONS", "list_images", "predict_images"]
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
+
+
+def list_images(inputs: Iterable[str]) -> List[str]:
+    """Expand files and folders (their images, sorted) into a list of image paths.
+
+    Raises:
+        FileNotFoundError: naming an input that does not exist or a folder without images.
+    """
+    paths: List[str] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            found = sorted(str(f) for f in p.iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS)
+            if not found:
+                raise FileNotFoundError(f"input folder {item!r} has no {IMAGE_EXTENSIONS} images")
+            paths.extend(found)
+        elif p.is_file():
+            paths.append(str(p))
+        else:
+            raise FileNotFoundError(f"input {item!r}: no such file or folder")
+    return paths
+
+
+def predict_images(
+    cfg,
+    images: List[str],
+    output_dir: str,
+    score_threshold: float = 0.5,
+    metadata_name: Optional[str] = None,
+) -> List[Dict]:
+    """Detect objects in ``images``; write a picture per image and ``detections.json``.
+
+    Args:
+        cfg: a frozen config whose ``MODEL.WEIGHTS`` is the trained model.
+        images: image file paths.
+        output_dir: where ``<image name>.png`` pictures and ``detections.json`` go.
+        score_threshold: detections below this score are neither drawn nor listed.
+        metadata_name: dataset whose class names label the boxes (default ``DATASETS.TEST[0]``).
+
+    Returns:
+        One dict per image: ``{"file_name", "detections": [{"bbox" (XYXY), "score",
+        "category_id" (contiguous), "category"}]}``.
+    """
+    predictor = DefaultPredictor(cfg)
+    name = metadata_name or (cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else "__unused")
+    metadata = MetadataCatalog.get(name)
+    class_names = metadata.get("thing_classes", None)
+    os.makedirs(output_dir, exist_ok=True)
+    results = []
+    for path in images:
+        image = read_image(path, format="BGR")  # DefaultPredictor takes BGR, converts per config
+        instances = predictor(image)["instances"].to("cpu")
+        instances = instances[instances.scores >= score_threshold]
+        visualizer = Visualizer(image[:, :, ::-1], metadata, scale=max(1.0, 512 / image.shape[1]))
+        drawn = visualizer.draw_instance_predictions(instances).get_image()
+        out = os.path.join(output_dir, Path(path).stem + ".png")
+        _save_rgb(drawn, out)
+        results.append(
+            {
+                "file_name": path,
+                "visualization": out,
+                "detections": [
+                    {
+                        "bbox": [round(float(v), 2) for v in box],
+                        "score": round(float(score), 4),
+                        "category_id": int(cls),
+                        "category": class_names[int(cls)] if class_names else str(int(cls)),
+                    }
+                    for box, score, cls in zip(
+                        instances.pred_boxes.tensor.tolist(),
+                        instances.scores.tolist(),
+                        instances.pred_classes.tolist(),
+                    )
+                ],
+            }
+        )
+    json_path = os.path.join(output_dir, "detections.json")
+    with open(json_path + ".tmp", "w", encoding="utf-8") as f:
+        json.dump(results, f, indent=1)
+    os.replace(json_path + ".tmp", json_path)
+    return results
+
+
+def _save_rgb(array: np.ndarray, path: str) -> None:
+    from PIL import Image
+
+    Image.fromarray(array).save(path)

@@ -1,0 +1,162 @@
+"""``tools/train_net.py``: Detectron2's setup / main / launch, for SE backbones.
+
+Usage is Detectron2's (``--config-file``, ``--resume``, ``--eval-only``, ``--num-gpus``,
+``--num-machines``, ``--machine-rank``, ``--dist-url``, trailing ``KEY VALUE`` overrides), plus
+``--register-coco`` / ``--register-voc`` to train or evaluate on a dataset given by its files.
+On a machine without GPUs, ``--num-gpus N`` starts N CPU processes that train together with
+DistributedDataParallel over gloo.
+"""
+
+import json
+import logging
+import os
+import sys
+
+import torch
+from detectron2.engine import default_argument_parser, default_setup, launch
+from detectron2.evaluation import verify_results
+from detectron2.utils import comm
+from yacs.config import CfgNode
+
+from ..checkpoint import SEDetectionCheckpointer
+from ..data import check_datasets_registered, register_datasets_from_cfg
+from ..model_zoo import get_se_cfg
+from .trainer import SETrainer
+
+__all__ = ["UserError", "argument_parser", "cli", "main", "setup"]
+
+logger = logging.getLogger("se_detectron")
+
+
+class UserError(Exception):
+    """A problem with the command line, config or files, reported without a traceback."""
+
+
+def argument_parser():
+    """Detectron2's ``default_argument_parser`` plus dataset registration flags."""
+    parser = default_argument_parser(
+        epilog="Example: python tools/train_net.py --config-file "
+        "configs/Synthetic/faster_rcnn_SE_R_50_FPN_synthetic.yaml OUTPUT_DIR output/demo"
+    )
+    parser.add_argument(
+        "--register-coco",
+        action="append",
+        default=[],
+        metavar="NAME:ANNOTATION_JSON:IMAGE_ROOT",
+        help="register a COCO-format dataset under NAME (repeatable); then use NAME in "
+        "DATASETS.TRAIN / DATASETS.TEST. Same as adding the entry to DATASETS.REGISTER_COCO.",
+    )
+    parser.add_argument(
+        "--register-voc",
+        action="append",
+        default=[],
+        metavar="NAME:VOC_ROOT:SPLIT",
+        help="register a Pascal-VOC-format dataset (ROOT/Annotations, ROOT/JPEGImages, "
+        "ROOT/ImageSets/Main/SPLIT.txt) under NAME (repeatable); class names are read from the "
+        "XML files. Same as adding the entry to DATASETS.REGISTER_VOC.",
+    )
+    return parser
+
+
+def _merge(cfg, args):
+    try:
+        if args.config_file:
+            if not os.path.isfile(args.config_file):
+                raise UserError(f"--config-file {args.config_file!r}: no such file")
+            cfg.merge_from_file(args.config_file)
+        cfg.merge_from_list(list(args.opts))
+    except (KeyError, AssertionError) as e:
+        # yacs reports unknown keys as KeyError (files) or AssertionError (command line)
+        message = str(e.args[0] if e.args else e)
+        raise UserError(
+            f"config error: {message} (in {args.config_file or 'the command line'}; SE options "
+            "live under MODEL.SE, see se_detectron/config.py)"
+        ) from e
+    cfg.DATASETS.REGISTER_COCO = list(cfg.DATASETS.REGISTER_COCO) + list(args.register_coco)
+    cfg.DATASETS.REGISTER_VOC = list(cfg.DATASETS.REGISTER_VOC) + list(args.register_voc)
+
+
+def setup(args) -> CfgNode:
+    """Build the frozen config, register datasets and set up logging/output like Detectron2.
+
+    Args:
+        args: parsed :func:`argument_parser` arguments.
+    """
+    cfg = get_se_cfg()
+    _merge(cfg, args)
+    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
+        logging.getLogger("se_detectron").warning(
+            "MODEL.DEVICE=%s but CUDA is not available: using MODEL.DEVICE=cpu", cfg.MODEL.DEVICE
+        )
+        cfg.MODEL.DEVICE = "cpu"
+    if args.eval_only and not cfg.MODEL.WEIGHTS and not args.resume:
+        raise UserError("--eval-only needs weights: add MODEL.WEIGHTS /path/to/model_final.pth")
+    cfg.freeze()
+    register_datasets_from_cfg(cfg)
+    names = list(cfg.DATASETS.TEST) if args.eval_only else [*cfg.DATASETS.TRAIN, *cfg.DATASETS.TEST]
+    check_datasets_registered(names)
+    default_setup(cfg, args)
+    return cfg
+
+
+def _write_final_results(cfg, results):
+    if not comm.is_main_process() or not results:
+        return
+    path = os.path.join(cfg.OUTPUT_DIR, "final_results.json")
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(results, f, indent=2, default=float)
+    os.replace(tmp, path)
+    for dataset, per_task in results.items() if isinstance(results, dict) else []:
+        bbox = per_task.get("bbox", {}) if isinstance(per_task, dict) else {}
+        if "AP" in bbox:
+            logger.info(
+                f"Final box AP on {dataset}: AP={bbox['AP']:.2f} AP50={bbox['AP50']:.2f} "
+                f"AP75={bbox['AP75']:.2f} (written to {path})"
+            )
+
+
+def main(args):
+    """Train (or with ``--eval-only`` evaluate) as configured; returns the evaluation results."""
+    cfg = setup(args)
+    if args.eval_only:
+        model = SETrainer.build_model(cfg)
+        SEDetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
+            cfg.MODEL.WEIGHTS, resume=args.resume
+        )
+        results = SETrainer.test(cfg, model)
+        if comm.is_main_process():
+            verify_results(cfg, results)
+        _write_final_results(cfg, results)
+        return results
+
+    trainer = SETrainer(cfg)
+    trainer.resume_or_load(resume=args.resume)
+    trainer.train()
+    results = getattr(trainer, "_last_eval_results", None)
+    _write_final_results(cfg, results)
+    return results
+
+
+def _main_reporting_errors(args):
+    try:
+        return main(args)
+    except (UserError, FileNotFoundError, FloatingPointError, ValueError, KeyError) as e:
+        # Errors a user can cause are reported as one message, not a traceback.
+        message = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
+def cli(argv=None):
+    """Parse ``argv`` and train/evaluate, in ``--num-gpus`` processes per machine."""
+    args = argument_parser().parse_args(argv)
+    print("Command Line Args:", args)
+    launch(
+        _main_reporting_errors,
+        args.num_gpus,
+        num_machines=args.num_machines,
+        machine_rank=args.machine_rank,
+        dist_url=args.dist_url,
+        args=(args,),
+    )

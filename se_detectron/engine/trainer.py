@@ -1,0 +1,167 @@
+"""Detectron2's DefaultTrainer with what SE detection training needs on top.
+
+* atomic checkpoints and load guards (:class:`~se_detectron.checkpoint.SEDetectionCheckpointer`);
+* exact ``--resume``: the data order and random states continue where the run stopped
+  (:mod:`se_detectron.engine.resume`);
+* COCO box evaluation with a selectable COCOeval engine (:mod:`se_detectron.evaluation`);
+* image-read errors that name the file (:class:`~se_detectron.data.SafeDatasetMapper`);
+* multi-process training on CPU (gloo) as well as GPU;
+* a PNG of the loss and AP curves in the output directory.
+"""
+
+import logging
+import os
+import weakref
+
+from detectron2.data import (
+    build_detection_test_loader,
+    build_detection_train_loader,
+    get_detection_dataset_dicts,
+)
+from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase, hooks
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
+from torch.nn.parallel import DistributedDataParallel
+
+from ..checkpoint import SEDetectionCheckpointer, check_no_frozen_random_init
+from ..data import SafeDatasetMapper
+from ..evaluation import build_coco_evaluator
+from .plot import plot_training_curves
+from .resume import ResumableTrainingSampler, RNGStates
+
+__all__ = ["PlotCurvesHook", "SETrainer"]
+
+logger = logging.getLogger(__name__)
+
+
+def create_ddp_model(model, device: str):
+    """Wrap ``model`` in DistributedDataParallel when there are several processes.
+
+    Unlike Detectron2's ``create_ddp_model``, this also works for CPU processes (gloo), where
+    DDP must not be given ``device_ids``.
+    """
+    if comm.get_world_size() == 1:
+        return model
+    device_ids = [comm.get_local_rank()] if device.startswith("cuda") else None
+    return DistributedDataParallel(model, device_ids=device_ids, broadcast_buffers=False)
+
+
+class PlotCurvesHook(hooks.HookBase):
+    """Redraw ``curves.png`` (losses and AP) from ``metrics.json`` periodically and at the end.
+
+    Args:
+        output_dir: the run's output directory (holding ``metrics.json``).
+        period: iterations between redraws.
+    """
+
+    def __init__(self, output_dir: str, period: int):
+        self._metrics = os.path.join(output_dir, "metrics.json")
+        self._out = os.path.join(output_dir, "curves.png")
+        self._period = max(int(period), 1)
+
+    def _plot(self):
+        if comm.is_main_process() and os.path.isfile(self._metrics):
+            plot_training_curves(self._metrics, self._out)
+
+    def after_step(self):
+        if (self.trainer.iter + 1) % self._period == 0:
+            self._plot()
+
+    def after_train(self):
+        self._plot()
+
+
+class SETrainer(DefaultTrainer):
+    """The training loop of ``tools/train_net.py``; same interface as ``DefaultTrainer``.
+
+    Args:
+        cfg: a frozen config made by :func:`se_detectron.engine.setup`.
+    """
+
+    def __init__(self, cfg):
+        # Same construction as DefaultTrainer.__init__, with our DDP wrapper, train loader and
+        # checkpointer; TrainerBase.__init__ sets up the hook machinery.
+        TrainerBase.__init__(self)
+        if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
+            setup_logger()
+        cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
+
+        model = self.build_model(cfg)
+        optimizer = self.build_optimizer(cfg, model)
+        data_loader, self.train_sampler = self.build_train_loader_and_sampler(cfg)
+        model = create_ddp_model(model, cfg.MODEL.DEVICE)
+        trainer_class = AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer
+        self._trainer = trainer_class(model, data_loader, optimizer)
+
+        self.scheduler = self.build_lr_scheduler(cfg, optimizer)
+        self.checkpointer = SEDetectionCheckpointer(
+            model,
+            cfg.OUTPUT_DIR,
+            trainer=weakref.proxy(self),
+            train_sampler=self.train_sampler,
+            rng_states=RNGStates(),
+        )
+        self.start_iter = 0
+        self.max_iter = cfg.SOLVER.MAX_ITER
+        self.cfg = cfg
+        self.register_hooks(self.build_hooks())
+
+    def resume_or_load(self, resume: bool = True):
+        """Load ``MODEL.WEIGHTS``, or with ``resume`` the last checkpoint of ``OUTPUT_DIR``.
+
+        After a resume, the sampler skips the images the interrupted run already used and the
+        random states are those saved with the checkpoint, so the run continues as if it had
+        never stopped.
+        """
+        resuming = resume and self.checkpointer.has_checkpoint()
+        if not resuming and not self.cfg.MODEL.WEIGHTS:
+            check_no_frozen_random_init(self.checkpointer.model, self.cfg)
+        super().resume_or_load(resume=resume)
+        if resuming:
+            logger.info(f"Resuming from iteration {self.start_iter}")
+        self.train_sampler.set_start(self.start_iter * self.cfg.SOLVER.IMS_PER_BATCH)
+
+    def build_hooks(self):
+        ret = super().build_hooks()
+        period = self.cfg.TEST.EVAL_PERIOD or 20
+        ret.append(PlotCurvesHook(self.cfg.OUTPUT_DIR, period))
+        return ret
+
+    @classmethod
+    def build_train_loader_and_sampler(cls, cfg):
+        """The training data loader and its :class:`ResumableTrainingSampler`."""
+        if cfg.DATALOADER.SAMPLER_TRAIN != "TrainingSampler":
+            raise ValueError(
+                f"DATALOADER.SAMPLER_TRAIN={cfg.DATALOADER.SAMPLER_TRAIN!r} is not supported by "
+                "SETrainer (it needs the resumable 'TrainingSampler'); use 'TrainingSampler'"
+            )
+        dataset = get_detection_dataset_dicts(
+            cfg.DATASETS.TRAIN,
+            filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS,
+            proposal_files=cfg.DATASETS.PROPOSAL_FILES_TRAIN if cfg.MODEL.LOAD_PROPOSALS else None,
+        )
+        sampler = ResumableTrainingSampler(len(dataset), seed=cfg.SEED if cfg.SEED >= 0 else None)
+        # A seeded generator for the DataLoader: otherwise creating its iterator (lazily, at the
+        # first batch) draws from the global torch RNG and a resumed run would diverge.
+        loader = build_detection_train_loader(
+            cfg,
+            mapper=SafeDatasetMapper(cfg, True),
+            dataset=dataset,
+            sampler=sampler,
+            seed=sampler.seed + comm.get_rank(),
+        )
+        return loader, sampler
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        return cls.build_train_loader_and_sampler(cfg)[0]
+
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name):
+        return build_detection_test_loader(cfg, dataset_name, mapper=SafeDatasetMapper(cfg, False))
+
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+        if output_folder is None:
+            output_folder = os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
+        return build_coco_evaluator(cfg, dataset_name, output_folder)

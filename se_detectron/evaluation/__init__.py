@@ -1,0 +1,21 @@
+"""COCO box evaluation with a selectable COCOeval engine (pycocotools or faster-coco-eval)."""
+
+from .coco import (
+    BOX_METRICS,
+    COCO_EVAL_BACKENDS,
+    DEFAULT_COCO_EVAL_BACKEND,
+    SECOCOEvaluator,
+    add_evaluation_config,
+    build_coco_evaluator,
+    evaluate_coco_json,
+)
+
+__all__ = [
+    "BOX_METRICS",
+    "COCO_EVAL_BACKENDS",
+    "DEFAULT_COCO_EVAL_BACKEND",
+    "SECOCOEvaluator",
+    "add_evaluation_config",
+    "build_coco_evaluator",
+    "evaluate_coco_json",
+]
