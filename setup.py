@@ -4,13 +4,15 @@ Detectron2 is a prerequisite that cannot be declared here: its authors do not pu
 Install it first (``make setup`` does, see scripts/install_detectron2.sh) or use your own build.
 """
 
+from pathlib import Path
+
 from setuptools import find_packages, setup
 
 setup(
     name="se_detectron",
     version="0.1.0",
-    description="Squeeze-and-Excitation (SE-ResNet, SE-ResNeXt, SENet-154) backbones for Detectron2",
-    long_description=open("README.md", encoding="utf-8").read(),
+    description="Squeeze-and-Excitation (SE-ResNet/ResNeXt, SENet-154) backbones for Detectron2",
+    long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     python_requires=">=3.9",
     packages=find_packages(include=["se_detectron", "se_detectron.*"]),
@@ -23,6 +25,7 @@ setup(
         "pycocotools>=2.0.2",
         "faster-coco-eval>=1.6",
         "numpy>=1.23",
+        "opencv-python-headless>=4.5",  # Detectron2's Visualizer (tools/demo.py)
         "Pillow>=9.0",
         "matplotlib>=3.5",
         "tqdm>=4.50",

@@ -3,13 +3,13 @@
 import argparse
 import os
 import pickle
-import tempfile
 from typing import Any, Dict, Mapping, Optional, Tuple
 
 import numpy as np
 import torch
 import yaml
 
+from ..utils import atomic_write
 from .formats import ConversionError
 
 __all__ = [
@@ -161,7 +161,7 @@ def save_converted(
         "se_detectron_config": dict(config),
         "se_detectron_conversion": dict(metadata or {}),
     }
-    _atomic_write(path, lambda f: pickle.dump(data, f, protocol=pickle.HIGHEST_PROTOCOL))
+    atomic_write(path, lambda f: pickle.dump(data, f, protocol=pickle.HIGHEST_PROTOCOL))
     return data
 
 
@@ -214,7 +214,7 @@ def write_config_yaml(
     comments = "".join(f"# {line}\n" if line else "#\n" for line in header.splitlines())
     base_line = yaml.safe_dump({"_BASE_": base_ref}, width=1000)
     text = f"{comments}{base_line}{body}"
-    _atomic_write(path, lambda f: f.write(text.encode()))
+    atomic_write(path, lambda f: f.write(text.encode()))
     return text
 
 
@@ -225,26 +225,3 @@ class _ConfigDumper(yaml.SafeDumper):
 _ConfigDumper.add_representer(
     list, lambda d, v: d.represent_sequence("tag:yaml.org,2002:seq", v, flow_style=True)
 )
-
-
-def _atomic_write(path: str, write) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual mode
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask

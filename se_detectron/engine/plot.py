@@ -1,8 +1,9 @@
 """Training curves (losses and AP) from Detectron2's ``metrics.json``."""
 
 import json
-import os
 from typing import Dict, List, Tuple
+
+from ..utils import atomic_save_figure
 
 __all__ = ["plot_training_curves", "read_metrics"]
 
@@ -63,8 +64,6 @@ def plot_training_curves(metrics_file: str, out_file: str) -> str:
     ax_ap.legend(fontsize=8)
     ax_ap.grid(alpha=0.3)
     fig.tight_layout()
-    tmp = out_file + ".tmp.png"
-    fig.savefig(tmp, dpi=100)
+    atomic_save_figure(fig, out_file, dpi=100)
     plt.close(fig)
-    os.replace(tmp, out_file)
     return out_file

@@ -1,15 +1,16 @@
 """Run a trained detector on image files and draw its detections (``tools/demo.py``)."""
 
-import json
 import os
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional
 
-import numpy as np
-from detectron2.data import MetadataCatalog
+from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.detection_utils import read_image
 from detectron2.engine import DefaultPredictor
 from detectron2.utils.visualizer import Visualizer
+from PIL import Image
+
+from ..utils import atomic_write, atomic_write_json
 
 __all__ = ["IMAGE_EXTENSIONS", "list_images", "predict_images"]
 
@@ -60,6 +61,8 @@ def predict_images(
     predictor = DefaultPredictor(cfg)
     name = metadata_name or (cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else "__unused")
     metadata = MetadataCatalog.get(name)
+    if metadata.get("thing_classes", None) is None and name in DatasetCatalog.list():
+        DatasetCatalog.get(name)  # COCO-format datasets learn their class names when loaded
     class_names = metadata.get("thing_classes", None)
     os.makedirs(output_dir, exist_ok=True)
     results = []
@@ -70,7 +73,7 @@ def predict_images(
         visualizer = Visualizer(image[:, :, ::-1], metadata, scale=max(1.0, 512 / image.shape[1]))
         drawn = visualizer.draw_instance_predictions(instances).get_image()
         out = os.path.join(output_dir, Path(path).stem + ".png")
-        _save_rgb(drawn, out)
+        atomic_write(out, lambda f, img=drawn: Image.fromarray(img).save(f, format="PNG"))
         results.append(
             {
                 "file_name": path,
@@ -90,14 +93,5 @@ def predict_images(
                 ],
             }
         )
-    json_path = os.path.join(output_dir, "detections.json")
-    with open(json_path + ".tmp", "w", encoding="utf-8") as f:
-        json.dump(results, f, indent=1)
-    os.replace(json_path + ".tmp", json_path)
+    atomic_write_json(os.path.join(output_dir, "detections.json"), results, indent=1)
     return results
-
-
-def _save_rgb(array: np.ndarray, path: str) -> None:
-    from PIL import Image
-
-    Image.fromarray(array).save(path)

@@ -7,7 +7,6 @@ On a machine without GPUs, ``--num-gpus N`` starts N CPU processes that train to
 DistributedDataParallel over gloo.
 """
 
-import json
 import logging
 import os
 import sys
@@ -18,12 +17,24 @@ from detectron2.evaluation import verify_results
 from detectron2.utils import comm
 from yacs.config import CfgNode
 
-from ..checkpoint import SEDetectionCheckpointer
-from ..data import check_datasets_registered, register_datasets_from_cfg
+from ..checkpoint import (
+    BackboneShapeMismatchError,
+    ConversionError,
+    FrozenRandomInitError,
+    SEDetectionCheckpointer,
+)
+from ..data import (
+    DatasetConfigError,
+    ImageReadError,
+    check_datasets_registered,
+    register_datasets_from_cfg,
+)
 from ..model_zoo import get_se_cfg
+from ..modeling import SEConfigError
+from ..utils import atomic_write_json
 from .trainer import SETrainer
 
-__all__ = ["UserError", "argument_parser", "cli", "main", "setup"]
+__all__ = ["USER_ERRORS", "UserError", "argument_parser", "cli", "main", "setup"]
 
 logger = logging.getLogger("se_detectron")
 
@@ -102,13 +113,13 @@ def setup(args) -> CfgNode:
 def _write_final_results(cfg, results):
     if not comm.is_main_process() or not results:
         return
+    if len(cfg.DATASETS.TEST) == 1 and cfg.DATASETS.TEST[0] not in results:
+        # DefaultTrainer.test unwraps the results of a single dataset
+        results = {cfg.DATASETS.TEST[0]: results}
     path = os.path.join(cfg.OUTPUT_DIR, "final_results.json")
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(results, f, indent=2, default=float)
-    os.replace(tmp, path)
-    for dataset, per_task in results.items() if isinstance(results, dict) else []:
-        bbox = per_task.get("bbox", {}) if isinstance(per_task, dict) else {}
+    atomic_write_json(path, results, indent=2, default=float)
+    for dataset, per_task in results.items():
+        bbox = per_task.get("bbox", {})
         if "AP" in bbox:
             logger.info(
                 f"Final box AP on {dataset}: AP={bbox['AP']:.2f} AP50={bbox['AP50']:.2f} "
@@ -138,12 +149,26 @@ def main(args):
     return results
 
 
+# Errors a user can cause (config, files, data, weights, diverging loss): reported as one
+# message naming what to fix, after Detectron2 has logged the details.
+USER_ERRORS = (
+    UserError,
+    SEConfigError,
+    DatasetConfigError,
+    ImageReadError,
+    ConversionError,
+    FrozenRandomInitError,
+    BackboneShapeMismatchError,
+    FileNotFoundError,
+    FloatingPointError,
+)
+
+
 def _main_reporting_errors(args):
     try:
         return main(args)
-    except (UserError, FileNotFoundError, FloatingPointError, ValueError, KeyError) as e:
-        # Errors a user can cause are reported as one message, not a traceback.
-        message = e.args[0] if isinstance(e, KeyError) and e.args else e
+    except USER_ERRORS as e:
+        message = " | ".join(line.strip() for line in str(e).strip().splitlines() if line.strip())
         print(f"error: {message}", file=sys.stderr)
         sys.exit(2)
 

@@ -121,6 +121,17 @@ class SETrainer(DefaultTrainer):
             logger.info(f"Resuming from iteration {self.start_iter}")
         self.train_sampler.set_start(self.start_iter * self.cfg.SOLVER.IMS_PER_BATCH)
 
+    def run_step(self):
+        try:
+            super().run_step()
+        except FloatingPointError as e:
+            if "iteration" in str(e):
+                raise
+            raise FloatingPointError(
+                f"{e} (at iteration={self.iter}; lower SOLVER.BASE_LR, raise "
+                "SOLVER.WARMUP_ITERS or check the annotations)"
+            ) from e
+
     def build_hooks(self):
         ret = super().build_hooks()
         period = self.cfg.TEST.EVAL_PERIOD or 20

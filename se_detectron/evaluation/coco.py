@@ -20,11 +20,12 @@ import io
 import json
 import math
 import os
-import tempfile
 import threading
 
 from detectron2.evaluation import COCOEvaluator
 from detectron2.evaluation import coco_evaluation as _d2_coco
+
+from ..utils import atomic_write_json
 
 __all__ = [
     "BOX_METRICS",
@@ -94,22 +95,6 @@ def _detectron2_uses(cocoeval_cls):
 def _json_number(value):
     value = float(value)
     return value if math.isfinite(value) else None
-
-
-def _write_json_atomic(path, data):
-    directory = os.path.dirname(path) or "."
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp_path = tempfile.mkstemp(dir=directory, prefix=".tmp_", suffix=".json")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, allow_nan=False)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_path, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(tmp_path)
-        raise
 
 
 class SECOCOEvaluator(COCOEvaluator):
@@ -192,7 +177,7 @@ class SECOCOEvaluator(COCOEvaluator):
             path = os.path.join(self._output_dir, f"box_ap_{safe_name}.json")
             box = {k: _json_number(v) for k, v in results["bbox"].items()}
             data = {"dataset": self._dataset_name, "backend": self._backend, "bbox": box}
-            _write_json_atomic(path, data)
+            atomic_write_json(path, data, indent=2, allow_nan=False)
             self._logger.info(f"Box AP written to {path}")
         return results
 

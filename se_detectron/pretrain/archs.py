@@ -1,0 +1,129 @@
+"""The named SE architectures as ``MODEL.RESNETS.*`` / ``MODEL.SE.*`` config overrides.
+
+This table is the single place that says what ``se_resnet50`` ... ``senet154`` mean in config
+terms; the pretraining tool (``--arch``) and the weight converters both read it. It imports nothing
+heavy, so any tool can use it.
+
+Every entry sets every key that shapes the trunk, so applying an architecture on top of any config
+(e.g. a detection config for another depth) fully determines the trunk. SE-ResNets stride in the
+first 1x1 conv (as the paper's Caffe models and MSRA ResNet); SE-ResNeXts and SENet-154 stride in
+the 3x3 conv, as the released models. SENet-154 is SE-ResNeXt-152 64x4d with the paper appendix's
+changes: a three-conv 64-64-128 stem, a ceil-mode stem pooling, halved first 1x1 convs and 3x3
+stride-2 projection shortcuts.
+"""
+
+from typing import Any, Dict, List, Optional
+
+__all__ = ["ARCHS", "ARCH_NAMES", "apply_arch", "arch_opts", "arch_overrides", "find_arch"]
+
+
+def _trunk(
+    depth: int,
+    groups: int = 1,
+    width: int = 64,
+    stride_in_1x1: bool = True,
+    **senet154: Any,
+) -> Dict[str, Any]:
+    overrides = {
+        "MODEL.RESNETS.DEPTH": depth,
+        "MODEL.RESNETS.NUM_GROUPS": groups,
+        "MODEL.RESNETS.WIDTH_PER_GROUP": width,
+        "MODEL.RESNETS.STRIDE_IN_1X1": stride_in_1x1,
+        "MODEL.RESNETS.STEM_OUT_CHANNELS": 64,
+        "MODEL.RESNETS.RES2_OUT_CHANNELS": 256,
+        "MODEL.SE.STEM": "basic",
+        "MODEL.SE.STEM_CEIL_POOL": False,
+        "MODEL.SE.CONV1_WIDTH_RATIO": 1.0,
+        "MODEL.SE.SHORTCUT_KERNEL": 1,
+    }
+    overrides.update(senet154)
+    return overrides
+
+
+#: Architecture name -> ``{"FULL.CONFIG.KEY": value}`` overrides describing its trunk.
+ARCHS: Dict[str, Dict[str, Any]] = {
+    "se_resnet50": _trunk(50),
+    "se_resnet101": _trunk(101),
+    "se_resnet152": _trunk(152),
+    "se_resnext50_32x4d": _trunk(50, groups=32, width=4, stride_in_1x1=False),
+    "se_resnext101_32x4d": _trunk(101, groups=32, width=4, stride_in_1x1=False),
+    "se_resnext101_64x4d": _trunk(101, groups=64, width=4, stride_in_1x1=False),
+    "senet154": _trunk(
+        152,
+        groups=64,
+        width=4,
+        stride_in_1x1=False,
+        **{
+            "MODEL.RESNETS.STEM_OUT_CHANNELS": 128,
+            "MODEL.SE.STEM": "deep",
+            "MODEL.SE.STEM_CEIL_POOL": True,
+            "MODEL.SE.CONV1_WIDTH_RATIO": 0.5,
+            "MODEL.SE.SHORTCUT_KERNEL": 3,
+        },
+    ),
+}
+
+ARCH_NAMES = tuple(ARCHS)
+
+
+def arch_overrides(name: str) -> Dict[str, Any]:
+    """The config overrides of one named architecture.
+
+    Args:
+        name: one of :data:`ARCH_NAMES`, e.g. ``"se_resnext101_32x4d"``.
+
+    Returns:
+        dict: a fresh ``{"MODEL.RESNETS.DEPTH": 101, ...}`` mapping (safe to modify).
+
+    Raises:
+        KeyError: naming the unknown architecture and the known ones.
+    """
+    if name not in ARCHS:
+        raise KeyError(f"unknown SE architecture {name!r}; known: {', '.join(ARCH_NAMES)}")
+    return dict(ARCHS[name])
+
+
+def arch_opts(name: str) -> List[Any]:
+    """The overrides of ``name`` as a flat ``[KEY, VALUE, ...]`` list for ``merge_from_list``.
+
+    Args:
+        name: one of :data:`ARCH_NAMES`.
+    """
+    return [item for key_value in arch_overrides(name).items() for item in key_value]
+
+
+def apply_arch(cfg, name: str):
+    """Set the trunk keys of ``cfg`` to those of the named architecture.
+
+    Args:
+        cfg: a config with ``add_se_config`` applied (e.g. from ``se_detectron.get_se_cfg()``),
+            modified in place.
+        name: one of :data:`ARCH_NAMES`.
+
+    Returns:
+        CfgNode: ``cfg``.
+    """
+    cfg.merge_from_list(arch_opts(name))
+    return cfg
+
+
+def _get(cfg, dotted_key: str):
+    node = cfg
+    for part in dotted_key.split("."):
+        node = node[part]
+    return node
+
+
+def find_arch(cfg) -> Optional[str]:
+    """The name of the architecture whose overrides ``cfg`` matches, if any.
+
+    Args:
+        cfg: a config with ``add_se_config`` applied.
+
+    Returns:
+        str or None: e.g. ``"se_resnet50"``; None for a trunk that is not in the table.
+    """
+    for name, overrides in ARCHS.items():
+        if all(_get(cfg, key) == value for key, value in overrides.items()):
+            return name
+    return None

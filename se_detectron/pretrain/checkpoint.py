@@ -1,0 +1,154 @@
+"""Training checkpoints: atomic writes, exact resume, clear errors on a wrong checkpoint.
+
+A checkpoint is a plain dict saved with ``torch.save`` that loads with ``weights_only=True``:
+
+* ``model``: the classifier's ``state_dict`` (never DDP-wrapped: names are ``stem.*``,
+  ``res2.*`` ... ``res5.*``, ``linear.*``, those of the detection trunk);
+* ``model_ema`` / ``model_ema_n_averaged``: the EMA weights (same names) when ``--model-ema``;
+* ``optimizer``, ``lr_scheduler``, ``scaler``: their ``state_dict`` (``scaler`` None without fp16);
+* ``epoch``: the number of completed epochs (a resumed run starts at this epoch index);
+* ``best_top1``, ``args`` (the command-line arguments as a dict), ``cfg`` (the trunk config as
+  YAML), ``arch``, ``classes`` and ``rng`` (Python, NumPy, torch and CUDA generator states).
+"""
+
+import os
+import random
+from typing import Any, Dict, Mapping, Optional
+
+import numpy as np
+import torch
+
+from ..utils import atomic_write
+
+__all__ = [
+    "CheckpointMismatchError",
+    "check_state_dict_matches",
+    "get_rng_state",
+    "load_checkpoint",
+    "save_atomic",
+    "set_rng_state",
+]
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint's weights do not fit the model (another architecture or class count)."""
+
+
+def save_atomic(obj: Any, path: str) -> None:
+    """``torch.save`` to a temporary file beside ``path``, then rename it over ``path``.
+
+    A reader (or a crash) never sees a partially written file.
+
+    Args:
+        obj: what to save.
+        path: destination file.
+    """
+    atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def load_checkpoint(path: str) -> Dict[str, Any]:
+    """Load a checkpoint written by the pretraining tool onto the CPU.
+
+    Args:
+        path: a ``checkpoint.pth`` / ``best.pth`` file.
+
+    Raises:
+        FileNotFoundError: naming ``path`` if it does not exist.
+        ValueError: if the file is not a pretraining checkpoint (no ``model`` entry).
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"checkpoint {path} does not exist (--resume takes a checkpoint.pth written by "
+            "tools/pretrain_imagenet.py, or 'auto' for OUTPUT_DIR/checkpoint.pth)"
+        )
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(ckpt, dict) or "model" not in ckpt:
+        raise ValueError(f"{path} is not a pretraining checkpoint: it has no 'model' entry")
+    return ckpt
+
+
+def check_state_dict_matches(
+    expected: Mapping[str, torch.Tensor], found: Mapping[str, torch.Tensor], source: str
+) -> None:
+    """Raise unless ``found`` has exactly the names and shapes of ``expected``.
+
+    Args:
+        expected: the model's ``state_dict``.
+        found: the checkpoint's ``state_dict``.
+        source: where ``found`` comes from, for the message (e.g. the checkpoint path).
+
+    Raises:
+        CheckpointMismatchError: naming the first mismatched key and both shapes.
+    """
+    for key, tensor in expected.items():
+        if key not in found:
+            raise CheckpointMismatchError(
+                f"{source} does not match the model: key {key!r} (shape "
+                f"{tuple(tensor.shape)} in the model) is missing from the checkpoint; was it "
+                "written for another architecture (--arch / --config-file / opts)?"
+            )
+        if tuple(found[key].shape) != tuple(tensor.shape):
+            raise CheckpointMismatchError(
+                f"{source} does not match the model: {key!r} has shape "
+                f"{tuple(found[key].shape)} in the checkpoint but {tuple(tensor.shape)} in the "
+                "model; was it written for another architecture or number of classes?"
+            )
+    extra = [k for k in found if k not in expected]
+    if extra:
+        raise CheckpointMismatchError(
+            f"{source} does not match the model: the checkpoint has key {extra[0]!r} (shape "
+            f"{tuple(found[extra[0]].shape)}) that the model lacks ({len(extra)} such keys); "
+            "was it written for another architecture?"
+        )
+
+
+def get_rng_state() -> Dict[str, Any]:
+    """The Python, NumPy, torch (and CUDA) generator states, in ``weights_only``-safe types."""
+    np_state = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": {
+            "name": np_state[0],
+            "keys": torch.from_numpy(np_state[1].astype(np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached_gaussian": float(np_state[4]),
+        },
+        "torch": torch.get_rng_state(),
+        "cuda": None,
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: Optional[Dict[str, Any]]) -> None:
+    """Restore generator states saved by :func:`get_rng_state` (None: do nothing).
+
+    Args:
+        state: the ``rng`` entry of a checkpoint.
+    """
+    if not state:
+        return
+    random.setstate(_as_tuples(state["python"]))
+    n = state["numpy"]
+    np.random.set_state(
+        (
+            n["name"],
+            n["keys"].numpy().astype(np.uint32),
+            n["pos"],
+            n["has_gauss"],
+            n["cached_gaussian"],
+        )
+    )
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        cuda_states = state["cuda"]
+        if len(cuda_states) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda_states)
+
+
+def _as_tuples(obj):
+    if isinstance(obj, (list, tuple)):
+        return tuple(_as_tuples(o) for o in obj)
+    return obj

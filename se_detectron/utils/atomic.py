@@ -1,0 +1,57 @@
+"""Atomic file writes: a reader, or a crash mid-write, never sees a partially written file.
+
+Every file se_detectron writes for users to keep (checkpoints, metrics, plots, converted weights,
+evaluation results) goes through :func:`atomic_write`: the content is written to a temporary file
+in the destination folder, flushed to disk, then renamed over the destination.
+"""
+
+import json
+import os
+import tempfile
+from typing import IO, Any, Callable
+
+__all__ = ["atomic_save_figure", "atomic_write", "atomic_write_json"]
+
+
+def atomic_write(path: str, write: Callable[[IO], None], binary: bool = True) -> None:
+    """Write ``path`` atomically.
+
+    Args:
+        path: the destination file (its folder is created if needed).
+        write: called with the open temporary file; writes the content.
+        binary: open the temporary file in binary (``"wb"``) or text (``"w"``) mode.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    suffix = os.path.splitext(path)[1] + ".tmp"  # keep the extension for writers that sniff it
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=suffix)
+    try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual mode
+        with os.fdopen(
+            fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})
+        ) as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def atomic_write_json(path: str, obj: Any, **json_kwargs) -> None:
+    """``json.dump(obj)`` to ``path`` atomically (``json_kwargs`` go to ``json.dump``)."""
+    atomic_write(path, lambda f: json.dump(obj, f, **json_kwargs), binary=False)
+
+
+def atomic_save_figure(fig, path: str, **savefig_kwargs) -> None:
+    """``fig.savefig`` to ``path`` atomically; the format is taken from ``path``'s extension."""
+    fmt = os.path.splitext(path)[1].lstrip(".") or "png"
+    atomic_write(path, lambda f: fig.savefig(f, format=fmt, **savefig_kwargs))
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
