@@ -15,6 +15,7 @@ import torch
 from detectron2.engine import default_argument_parser, default_setup, launch
 from detectron2.evaluation import verify_results
 from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
 from yacs.config import CfgNode
 
 from ..checkpoint import (
@@ -107,6 +108,7 @@ def setup(args) -> CfgNode:
     names = list(cfg.DATASETS.TEST) if args.eval_only else [*cfg.DATASETS.TRAIN, *cfg.DATASETS.TEST]
     check_datasets_registered(names)
     default_setup(cfg, args)
+    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="se_detectron")
     return cfg
 
 

@@ -1,0 +1,119 @@
+"""Command line of ``tools/export_model.py``: export an SE detector, then verify the file."""
+
+import argparse
+import json
+import logging
+import sys
+from typing import List, Optional
+
+import torch
+
+from se_detectron.utils import atomic_write_json
+
+from .core import (
+    EXPORT_FORMATS,
+    EXPORT_METHODS,
+    ONNX_OPSET_VERSION,
+    build_eval_model,
+    export_detector,
+    load_sample_image,
+    reference_outputs,
+)
+from .verify import ExportVerificationError, compare_detections
+
+__all__ = ["cli", "get_parser", "main"]
+
+logger = logging.getLogger("se_detectron.export")
+
+
+def get_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``tools/export_model.py``."""
+    parser = argparse.ArgumentParser(
+        description="Export an SE Faster R-CNN / RetinaNet to TorchScript or ONNX and check that "
+        "the exported model's boxes, scores and classes equal the PyTorch model's."
+    )
+    parser.add_argument("--config-file", required=True, help="detection config (configs/...)")
+    parser.add_argument("--format", choices=EXPORT_FORMATS, default="torchscript")
+    parser.add_argument("--export-method", choices=EXPORT_METHODS, default="tracing")
+    parser.add_argument(
+        "--sample-image",
+        default=None,
+        help="image used to trace and verify (default: the first se_synthetic_val image)",
+    )
+    parser.add_argument("--output", required=True, help="output folder")
+    parser.add_argument("--atol", type=float, default=1e-3, help="absolute tolerance")
+    parser.add_argument("--rtol", type=float, default=1e-3, help="relative tolerance")
+    parser.add_argument(
+        "--opset", type=int, default=ONNX_OPSET_VERSION, help="ONNX opset (default: %(default)s)"
+    )
+    parser.add_argument(
+        "opts", nargs=argparse.REMAINDER, default=[], help="config overrides: KEY VALUE ..."
+    )
+    return parser
+
+
+def main(args: argparse.Namespace) -> dict:
+    """Export and verify; writes ``model.ts``/``model.onnx`` and ``verification.json``.
+
+    Returns:
+        The verification report (also written as ``verification.json``).
+
+    Raises:
+        ExportVerificationError: if the exported outputs differ from the PyTorch model's.
+    """
+    from se_detectron import get_se_cfg
+
+    cfg = get_se_cfg(args.config_file, ["MODEL.DEVICE", "cpu"] + list(args.opts))
+    torch.manual_seed(cfg.SEED if cfg.SEED >= 0 else 0)  # reproducible if MODEL.WEIGHTS is ""
+    model = build_eval_model(cfg)
+    image = load_sample_image(cfg, args.sample_image)
+    expected = reference_outputs(model, image)
+    result = export_detector(
+        model, image, args.format, args.export_method, args.output, opset=args.opset
+    )
+    report = {
+        "config_file": args.config_file,
+        "weights": cfg.MODEL.WEIGHTS,
+        "format": args.format,
+        "export_method": args.export_method,
+        "file": result.path,
+        "input_shape": list(image.shape),
+        "num_detections": int(len(expected["scores"])),
+        "atol": args.atol,
+        "rtol": args.rtol,
+        "notes": result.notes,
+    }
+    if args.format == "onnx":
+        report["opset"] = args.opset
+    try:
+        report["max_abs_diff"] = compare_detections(
+            expected, result.run(image), atol=args.atol, rtol=args.rtol
+        )
+        report["verified"] = True
+    except ExportVerificationError as e:
+        report.update(verified=False, error=str(e))
+        raise
+    finally:
+        atomic_write_json(f"{args.output}/verification.json", report, indent=2)
+    return report
+
+
+def cli(argv: Optional[List[str]] = None) -> int:
+    """Entry point: returns 0 if the export verified, 1 otherwise."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    args = get_parser().parse_args(argv)
+    try:
+        report = main(args)
+    except ExportVerificationError as e:
+        print(f"verification FAILED: {e}", file=sys.stderr)
+        return 1
+    print(json.dumps(report, indent=2))
+    if report["num_detections"] == 0:
+        print(
+            "warning: the model made no detection on the sample image, so only the export ran; "
+            "lower the score threshold (MODEL.ROI_HEADS.SCORE_THRESH_TEST or "
+            "MODEL.RETINANET.SCORE_THRESH_TEST) to compare outputs",
+            file=sys.stderr,
+        )
+    print(f"exported and verified: {report['file']}")
+    return 0
