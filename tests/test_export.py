@@ -50,11 +50,11 @@ def image():
     return torch.rand(3, 64, 96, generator=torch.Generator().manual_seed(1)) * 255
 
 
-@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
-def test_backbone_export_equals_pytorch(models, fmt, tmp_path):
+@pytest.mark.parametrize("fmt,method", ROUTES)
+def test_backbone_export_equals_pytorch(models, fmt, method, tmp_path):
     backbone = models["faster_rcnn"].backbone
     x = torch.randn(1, 3, 64, 96)
-    result = export_backbone(backbone, x, fmt, "tracing", str(tmp_path))
+    result = export_backbone(backbone, x, fmt, method, str(tmp_path))
     with torch.no_grad():
         expected = backbone(x)
     diffs = compare_outputs(expected, result.run(x), atol=1e-4, rtol=1e-4)

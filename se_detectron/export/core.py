@@ -236,8 +236,7 @@ def export_detector(
         model: the detector, in eval mode.
         image: a sample (C, H, W) input used for tracing.
         fmt: ``"torchscript"`` or ``"onnx"``.
-        method: ``"tracing"`` only: scripting a bare backbone is not supported (see
-            ``docs/export.md``; the backbone is scripted as part of the whole detector).
+        method: ``"tracing"`` or ``"scripting"`` (TorchScript only).
         output_dir: folder of the written ``model.ts`` / ``model.onnx``.
         opset: ONNX opset version (:data:`ONNX_OPSET_VERSION`).
 
@@ -295,8 +294,7 @@ def export_backbone(
         backbone: the backbone, in eval mode; ``backbone(x)`` returns a dict of feature maps.
         images: a normalized (N, C, H, W) input batch.
         fmt: ``"torchscript"`` or ``"onnx"``.
-        method: ``"tracing"`` only: scripting a bare backbone is not supported (see
-            ``docs/export.md``; the backbone is scripted as part of the whole detector).
+        method: ``"tracing"`` or ``"scripting"`` (TorchScript only).
         output_dir: folder of the written ``model.ts`` / ``model.onnx``.
         opset: ONNX opset version (:data:`ONNX_OPSET_VERSION`).
 
@@ -306,11 +304,15 @@ def export_backbone(
     _check_route(fmt, method)
     backbone.eval()
     if method == "scripting":
-        raise ValueError(
-            "scripting a bare backbone is not supported: torch.jit.script fails on Detectron2's "
-            "ResNet outside Detectron2's scripting patches (\"'ResNet' object has no attribute "
-            "'res2'\"); export it by tracing, or script the whole detector"
-        )
+        # detectron2.export (imported above) gives ResNet/FPN their __prepare_scriptable__
+        path = os.path.join(output_dir, "model.ts")
+        scripted = _save_torchscript(torch.jit.script(backbone), path)
+
+        def run_scripted(x: Tensor) -> Dict[str, Tensor]:
+            with torch.no_grad():
+                return dict(scripted(x))
+
+        return ExportResult(path, fmt, method, run_scripted, ["input size is dynamic"])
 
     adapter = TracingAdapter(backbone, images)
     adapter.eval()  # see export_detector
