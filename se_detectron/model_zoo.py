@@ -6,6 +6,8 @@ from typing import Optional, Sequence
 from detectron2.config import get_cfg
 
 from .config import add_se_config
+from .data.register import add_dataset_config
+from .evaluation import add_evaluation_config
 
 __all__ = ["CONFIG_ROOT", "get_config_file", "get_se_cfg"]
 
@@ -40,7 +42,8 @@ def get_se_cfg(config_file: Optional[str] = None, opts: Sequence[str] = ()):
     """
     cfg = get_cfg()
     add_se_config(cfg)
-    _add_engine_configs(cfg)
+    add_dataset_config(cfg)  # DATASETS.REGISTER_COCO / REGISTER_VOC
+    add_evaluation_config(cfg)  # TEST.COCO_EVAL_BACKEND
     if config_file:
         if not Path(config_file).is_file():
             config_file = get_config_file(config_file)
@@ -48,14 +51,3 @@ def get_se_cfg(config_file: Optional[str] = None, opts: Sequence[str] = ()):
     if opts:
         cfg.merge_from_list(list(opts))
     return cfg
-
-
-def _add_engine_configs(cfg):
-    # Dataset registration and evaluation keys live with the code that reads them.
-    try:
-        from .data.register import add_dataset_config
-        from .evaluation import add_evaluation_config
-    except ImportError:  # pragma: no cover - during development of those modules
-        return
-    add_dataset_config(cfg)
-    add_evaluation_config(cfg)
