@@ -297,3 +297,11 @@ def test_ddp_two_processes_with_torchrun(image_root, tmp_path):
     assert 0 <= record["val_top1"] <= 100
     # Only rank 0 prints the per-epoch summary.
     assert proc.stdout.count("Epoch 1/1:") == 1, proc.stdout
+
+
+def test_metrics_reader_skips_a_line_cut_by_a_kill(tmp_path):
+    from se_detectron.pretrain.plot import read_metrics
+
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"epoch": 1, "val_top1": 50.0}\n\n{"epoch": 2, "val_to')
+    assert read_metrics(str(path)) == [{"epoch": 1, "val_top1": 50.0}]

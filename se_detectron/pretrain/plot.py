@@ -18,13 +18,22 @@ __all__ = ["append_metrics", "plot_curves", "read_metrics", "truncate_metrics"]
 def read_metrics(path: str) -> List[Dict[str, Any]]:
     """The records of a ``metrics.jsonl`` file ([] if it does not exist).
 
+    A line that does not parse (the last line of a run killed while appending) is skipped, as
+    in :func:`se_detectron.engine.plot.read_metrics`.
+
     Args:
         path: the file.
     """
     if not os.path.isfile(path):
         return []
+    records = []
     with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+        for line in f:
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return records
 
 
 def append_metrics(path: str, record: Dict[str, Any]) -> None:
