@@ -53,10 +53,11 @@ def test_recorder_matches_direct_computation():
     for block, s in (("1", s1), ("2", s2)):
         st = rec.stats[block]
         for k in range(3):
-            np.testing.assert_allclose(st.mean(k), s[labels == k].mean(0), atol=1e-12)
+            np.testing.assert_allclose(st.mean(k), s[labels == k].mean(0), atol=1e-7)
             np.testing.assert_allclose(st.std(k), s[labels == k].std(0), atol=1e-7)
-            np.testing.assert_allclose(st.maximum(k), s[labels == k].max(0))
-        np.testing.assert_allclose(st.mean(), s.mean(0), atol=1e-12)
+            # float32 GEMMs round differently for batches of 5/7 and of 12 images.
+            np.testing.assert_allclose(st.maximum(k), s[labels == k].max(0), rtol=1e-6)
+        np.testing.assert_allclose(st.mean(), s.mean(0), atol=1e-7)
         assert st.count.tolist() == [5, 3, 3, 1]  # the -1 label is "unlabelled"
 
 
@@ -67,13 +68,13 @@ def test_recorder_restores_the_model():
     with torch.no_grad():
         expected = model(x)
     with pytest.raises(RuntimeError, match="boom"), ExcitationRecorder(model, 2) as rec:
-        assert "excitation" in vars(model[1].se)
+        assert "excite" in vars(model[1].se)
         with torch.no_grad():
             assert torch.equal(model(x), expected)  # recording does not change the outputs
         raise RuntimeError("boom")
     assert rec.stats["1"].count[-1] == 2  # unlabelled images
     for layer in se_layers(model).values():
-        assert "excitation" not in vars(layer)
+        assert "excite" not in vars(layer)
         assert layer.excitation.__func__ is SqueezeExcitation.excitation
     with torch.no_grad():
         assert torch.equal(model(x), expected)
@@ -158,3 +159,14 @@ def test_cli_on_a_classifier_checkpoint(tmp_path):
         assert (out / name).stat().st_size > 10_000
     stats = np.load(out / "excitation_stats.npz")
     assert stats["res2.0/count"].tolist() == [3, 3, 0]
+
+
+def test_recorder_sees_the_fused_training_path():
+    """With autograd, scale_add takes the fused path; its excitations are recorded too."""
+    model = _tiny().train()
+    with ExcitationRecorder(model, num_classes=2) as rec:
+        rec.set_labels([0, 1, 1])
+        out = model(torch.randn(3, 3, 6, 6))
+        assert type(out.grad_fn).__name__ == "_SqueezeScaleAddBackward"
+        out.sum().backward()
+    assert rec.stats["2"].count.tolist() == [1, 2, 0]

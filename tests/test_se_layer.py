@@ -9,7 +9,7 @@ from se_detectron.layers import SE_GATES, SE_SQUEEZES, SqueezeExcitation
 
 def reference_se(x, layer):
     """SE computed directly from the paper's equations with the layer's weights."""
-    if layer.squeeze == "avg":
+    if layer.squeeze_type == "avg":
         z = x.sum(dim=(2, 3)) / (x.shape[2] * x.shape[3])
     else:
         z = x.flatten(2).max(dim=2).values

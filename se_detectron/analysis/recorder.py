@@ -1,8 +1,9 @@
 """Record the excitations of every SE block of a model, overall and per class, on the fly.
 
-:class:`ExcitationRecorder` is a context manager that wraps, per instance, the ``excitation``
+:class:`ExcitationRecorder` is a context manager that wraps, per instance, the ``excite``
 method of each :class:`~se_detectron.layers.SqueezeExcitation` of a model (the only place the
-excitation weights are computed: ``forward`` and ``scale_add`` both call it). A forward hook
+excitation weights are computed: ``forward``, ``scale_add`` and its fused training path all call
+it). A forward hook
 cannot see a method's result, so the wrapper is an instance attribute shadowing the class
 method; it is deleted on exit, which restores the model exactly.
 
@@ -154,26 +155,26 @@ class ExcitationRecorder:
         self.stats[block].update(values, rows)
 
     def _wrap(self, block: str, layer: SqueezeExcitation):
-        original = layer.excitation  # the bound class method
+        original = layer.excite  # the bound class method
 
-        def excitation(x: torch.Tensor) -> torch.Tensor:
-            s = original(x)
+        def excite(z: torch.Tensor) -> torch.Tensor:
+            s = original(z)
             self._record(block, s)
             return s
 
-        return excitation
+        return excite
 
     def __enter__(self) -> "ExcitationRecorder":
         if self._active:
             raise RuntimeError("ExcitationRecorder is not re-entrant")
         for block, layer in self.layers.items():
-            if "excitation" in vars(layer):
+            if "excite" in vars(layer):
                 raise RuntimeError(f"the excitation of {block} is already wrapped")
-            layer.excitation = self._wrap(block, layer)
+            layer.excite = self._wrap(block, layer)
         self._active = True
         return self
 
     def __exit__(self, *exc) -> None:
         for layer in self.layers.values():
-            vars(layer).pop("excitation", None)
+            vars(layer).pop("excite", None)
         self._active = False

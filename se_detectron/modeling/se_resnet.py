@@ -136,22 +136,24 @@ class SEBottleneckBlock(BottleneckBlock):
         position = self.se_position
         shortcut = x if self.shortcut is None else self.shortcut(x)
 
+        # The block owns the outputs of its convolutions, so the SE layer may overwrite them
+        # (inplace=True; it does so only when autograd does not need them), never x or shortcut.
         out = self.se(x) if position == "pre" else x
         out = F.relu_(self.conv1(out))
         out = F.relu_(self.conv2(out))
         if position == "3x3":
-            out = self.se(out)
+            out = self.se(out, inplace=True)
         out = self.conv3(out)
 
         if position == "standard":
-            out = self.se.scale_add(out, shortcut)
+            out = self.se.scale_add(out, shortcut, inplace=True)
         elif position == "identity":
-            out = out + self.se(shortcut)
+            out = self.se.scale_add(shortcut, out)
         else:
             out = out + shortcut
         out = F.relu_(out)
         if position == "post":
-            out = self.se(out)
+            out = self.se(out, inplace=True)
         return out
 
 

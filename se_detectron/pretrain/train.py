@@ -249,7 +249,8 @@ def _main(args, dist: DistInfo) -> Dict[str, Any]:
     if dist.is_main:
         os.makedirs(args.output_dir, exist_ok=True)
     metrics_path = os.path.join(args.output_dir, "metrics.jsonl")
-    start_epoch, best_top1 = 0, 0.0
+    # -1: the first evaluated epoch always writes best.pth, even at 0% top-1.
+    start_epoch, best_top1 = 0, -1.0
     resume = _resume_path(args)
     if resume:
         ckpt = load_checkpoint(resume)
@@ -266,7 +267,7 @@ def _main(args, dist: DistInfo) -> Dict[str, Any]:
                 scaler.load_state_dict(ckpt["scaler"])
             set_rng_state(ckpt.get("rng"))
         start_epoch = int(ckpt["epoch"])
-        best_top1 = float(ckpt.get("best_top1", 0.0))
+        best_top1 = float(ckpt.get("best_top1", -1.0))
         _log(dist, f"resumed from {resume}: {start_epoch} epochs done, best top-1 {best_top1:.2f}")
 
     _log(

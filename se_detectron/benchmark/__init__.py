@@ -1,0 +1,21 @@
+"""Speed and memory of the SE models against their plain ResNet counterparts.
+
+``tools/benchmark.py`` (:func:`cli`) times, interleaved, the trunk, Faster R-CNN inference and
+training, and the ImageNet classifier (ours, the plain ResNet-50, timm's seresnet50/resnet50), and
+writes a table and JSON. See the README's performance section.
+"""
+
+from .cases import CASE_NAMES, Case, build_cases
+from .cli import cli
+from .timing import Stats, measure_peak_memory, run_interleaved, time_once
+
+__all__ = [
+    "CASE_NAMES",
+    "Case",
+    "Stats",
+    "build_cases",
+    "cli",
+    "measure_peak_memory",
+    "run_interleaved",
+    "time_once",
+]

@@ -1,0 +1,318 @@
+"""The workloads of ``tools/benchmark.py``: each builds its models and returns timed variants.
+
+Every case compares the SE model with the plain Detectron2 ResNet-50 built from the same config
+(only the SE units differ), and with the same SE model run through the straightforward SE
+computation (``se_fast_path(False)``), which shows what the fused path gains. Weights are random
+(nothing is downloaded). Random weights without normalisation statistics make activations grow
+block after block (a plain random R50-FPN yields p2 features ~30x larger than a random SE one, and
+100 detections where the SE model yields none), so the Detectron2 models' FrozenBN statistics
+are first calibrated on the benchmark input, as a trained network's would be: both models then
+see unit-scale features and their heads do the same amount of work.
+"""
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional
+
+import torch
+from detectron2.layers import FrozenBatchNorm2d, ShapeSpec
+from detectron2.modeling import build_model
+from detectron2.modeling.backbone.resnet import build_resnet_backbone
+from detectron2.structures import Boxes, Instances
+from detectron2.utils.events import EventStorage
+
+from ..layers import se_fast_path
+from ..model_zoo import get_se_cfg
+from ..modeling import build_se_resnet_backbone, build_se_resnet_classifier
+from ..pretrain.archs import apply_arch
+
+__all__ = ["CASE_NAMES", "Case", "build_cases", "calibrate_frozen_bn"]
+
+DETECTION_CONFIG = "COCO-Detection/faster_rcnn_SE_R_50_FPN_1x.yaml"
+CASE_NAMES = ("trunk", "rcnn_inference", "rcnn_training", "classifier")
+
+# Targets of the performance issue: SE model time / plain model time.
+TARGETS = {"trunk": None, "rcnn_inference": 1.02, "rcnn_training": 1.04, "classifier": 1.03}
+
+
+@dataclass
+class Case:
+    """One workload measured with several variants.
+
+    Attributes:
+        name: identifier used in the JSON output, e.g. ``classifier_b32_channels_last``.
+        description: what one timed step does.
+        variants: variant name -> zero-argument callable running one step.
+        baseline: the variant ratios are taken against (the plain ResNet-50).
+        se_variant: our SE model (fast path), whose ratio the target applies to.
+        target: the SE / plain time ratio to stay within, if the issue sets one.
+        compare: extra (numerator, denominator) ratios to report.
+    """
+
+    name: str
+    description: str
+    variants: Dict[str, Callable[[], object]]
+    baseline: str
+    se_variant: str
+    target: Optional[float] = None
+    compare: List[tuple] = field(default_factory=list)
+
+
+def _straightforward(fn: Callable[[], object]) -> Callable[[], object]:
+    def run():
+        with se_fast_path(False):
+            return fn()
+
+    return run
+
+
+def _inference(fn: Callable[[], object]) -> Callable[[], object]:
+    def run():
+        with torch.no_grad():  # as Detectron2's evaluation loop and DefaultPredictor
+            return fn()
+
+    return run
+
+
+def _detection_cfg(se: bool, device: torch.device):
+    cfg = get_se_cfg(DETECTION_CONFIG, ["MODEL.WEIGHTS", "", "MODEL.DEVICE", str(device)])
+    if not se:
+        cfg.MODEL.BACKBONE.NAME = "build_resnet_fpn_backbone"
+    return cfg
+
+
+@torch.no_grad()
+def calibrate_frozen_bn(model: torch.nn.Module, run: Callable[[], object]) -> None:
+    """Set every FrozenBN's statistics to those of its input during ``run()`` (in order).
+
+    Each layer normalises its input to zero mean and unit variance per channel, computed after
+    the layers before it have been calibrated, so the whole network has unit-scale activations.
+    """
+
+    def hook(module, inputs):
+        x = inputs[0]
+        module.running_mean.copy_(x.mean((0, 2, 3)))
+        module.running_var.copy_(x.var((0, 2, 3), unbiased=False))
+
+    handles = [
+        m.register_forward_pre_hook(hook)
+        for m in model.modules()
+        if isinstance(m, FrozenBatchNorm2d)
+    ]
+    if not handles:
+        raise ValueError("calibrate_frozen_bn: the model has no FrozenBatchNorm2d layer")
+    was_training = model.training
+    model.eval()
+    try:
+        run()
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+
+
+def trunk_case(device: torch.device, height: int, width: int) -> Case:
+    """Backbone trunk forward (res2-res5 outputs), no autograd, one image."""
+    cfg = _detection_cfg(True, device)
+    shape = ShapeSpec(channels=3)
+    plain = build_resnet_backbone(cfg, shape).to(device).eval()
+    se = build_se_resnet_backbone(cfg, shape).to(device).eval()
+    x = torch.randn(1, 3, height, width, device=device)
+    for model in (plain, se):
+        calibrate_frozen_bn(model, lambda m=model: m(x))
+    return Case(
+        name="trunk",
+        description=f"trunk forward, 1x3x{height}x{width}, FrozenBN, no_grad",
+        variants={
+            "R50": _inference(lambda: plain(x)),
+            "SE-R50": _inference(lambda: se(x)),
+            "SE-R50 straightforward": _straightforward(_inference(lambda: se(x))),
+        },
+        baseline="R50",
+        se_variant="SE-R50",
+        target=TARGETS["trunk"],
+    )
+
+
+def _detection_models(device: torch.device):
+    """The plain and SE Faster R-CNN, with identical proposals whatever their features.
+
+    The RPN's output layers are zeroed in both models, so both propose the same boxes (the
+    anchors, ranked alike) and, with the same seed, sample the same RoIs: the RoIAlign, box head
+    and NMS work (which otherwise varies with the random proposals' sizes by up to 30% at small
+    image sizes) is identical, and only the backbone differs.
+    """
+    torch.manual_seed(0)
+    models = build_model(_detection_cfg(False, device)), build_model(_detection_cfg(True, device))
+    for model in models:
+        head = model.proposal_generator.rpn_head
+        for layer in (head.objectness_logits, head.anchor_deltas):
+            torch.nn.init.zeros_(layer.weight)
+            torch.nn.init.zeros_(layer.bias)
+    return models
+
+
+def _image(height: int, width: int, device: torch.device, generator) -> torch.Tensor:
+    return torch.randint(0, 256, (3, height, width), generator=generator, dtype=torch.uint8).to(
+        device
+    )
+
+
+def rcnn_inference_case(device: torch.device, height: int, width: int) -> Case:
+    """Faster R-CNN FPN inference on one image (preprocessing, backbone, RPN, box head, NMS)."""
+    plain, se = _detection_models(device)
+    plain.eval()
+    se.eval()
+    gen = torch.Generator().manual_seed(0)
+    batch = [{"image": _image(height, width, device, gen), "height": height, "width": width}]
+    for model in (plain, se):
+        calibrate_frozen_bn(model, lambda m=model: m(batch))
+    return Case(
+        name="rcnn_inference",
+        description=f"Faster R-CNN FPN inference, 1 image {height}x{width}, no_grad",
+        variants={
+            "R50-FPN": _inference(lambda: plain(batch)),
+            "SE-R50-FPN": _inference(lambda: se(batch)),
+            "SE-R50-FPN straightforward": _straightforward(_inference(lambda: se(batch))),
+        },
+        baseline="R50-FPN",
+        se_variant="SE-R50-FPN",
+        target=TARGETS["rcnn_inference"],
+    )
+
+
+def _training_step(model, optimizer, batch) -> Callable[[], object]:
+    def step():
+        torch.manual_seed(0)  # same RPN/RoI sampling in every step and for every variant
+        with EventStorage(0):  # the RPN/RoI heads log to it
+            losses = model(batch)
+        loss = sum(losses.values())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return loss.detach()
+
+    return step
+
+
+def rcnn_training_case(device: torch.device, height: int, width: int, images: int = 2) -> Case:
+    """One Faster R-CNN FPN training iteration: forward with losses, backward, SGD step."""
+    plain, se = _detection_models(device)
+    gen = torch.Generator().manual_seed(0)
+    batch = []
+    for _ in range(images):
+        xy = torch.rand(5, 2, generator=gen) * torch.tensor([width * 0.7, height * 0.7])
+        wh = (0.1 + 0.2 * torch.rand(5, 2, generator=gen)) * torch.tensor([width, height])
+        instances = Instances((height, width))
+        instances.gt_boxes = Boxes(torch.cat([xy, xy + wh], dim=1))
+        instances.gt_classes = torch.randint(0, 80, (5,), generator=gen)
+        batch.append({"image": _image(height, width, device, gen), "instances": instances})
+    steps = {}
+    for name, model in (("R50-FPN", plain), ("SE-R50-FPN", se)):
+        images_only = [{"image": b["image"]} for b in batch]
+        calibrate_frozen_bn(model, lambda m=model, b=images_only: m(b))
+        model.train()
+        # lr 0 keeps the weights, hence the work per step, identical across steps.
+        params = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.SGD(params, lr=0.0, momentum=0.9, weight_decay=1e-4)
+        steps[name] = _training_step(model, optimizer, batch)
+    return Case(
+        name="rcnn_training",
+        description=(
+            f"Faster R-CNN FPN training iteration, {images} images {height}x{width}, "
+            "FrozenBN, FREEZE_AT 2, forward + backward + SGD step"
+        ),
+        variants={
+            "R50-FPN": steps["R50-FPN"],
+            "SE-R50-FPN": steps["SE-R50-FPN"],
+            "SE-R50-FPN straightforward": _straightforward(steps["SE-R50-FPN"]),
+        },
+        baseline="R50-FPN",
+        se_variant="SE-R50-FPN",
+        target=TARGETS["rcnn_training"],
+    )
+
+
+def _classifier(se: bool):
+    cfg = get_se_cfg()
+    apply_arch(cfg, "se_resnet50")
+    # timm's (se)resnet50 stride in the 3x3 conv (ResNet v1.5); match it for the comparison.
+    cfg.MODEL.RESNETS.STRIDE_IN_1X1 = False
+    cfg.MODEL.RESNETS.NORM = "BN"
+    if not se:
+        cfg.MODEL.SE.STAGES = []
+    return build_se_resnet_classifier(cfg, num_classes=1000)
+
+
+def classifier_case(
+    device: torch.device, batch_size: int, channels_last: bool, size: int = 224
+) -> Case:
+    """ImageNet classifier inference (eval mode, no autograd) at ``size`` x ``size``."""
+    torch.manual_seed(0)
+    models = {"ResNet-50": _classifier(False), "SE-ResNet-50": _classifier(True)}
+    compare = []
+    with contextlib.suppress(ImportError):
+        import timm
+
+        models["timm seresnet50"] = timm.create_model("seresnet50", pretrained=False)
+        models["timm resnet50"] = timm.create_model("resnet50", pretrained=False)
+        compare.append(("SE-ResNet-50", "timm seresnet50"))
+        compare.append(("timm seresnet50", "timm resnet50"))
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x = torch.randn(batch_size, 3, size, size, device=device).contiguous(memory_format=fmt)
+    variants = {}
+    for name, model in models.items():
+        model = model.to(device=device, memory_format=fmt).eval()
+        variants[name] = _inference(lambda m=model: m(x))
+        if name == "SE-ResNet-50":
+            variants["SE-ResNet-50 straightforward"] = _straightforward(variants[name])
+    layout = "channels_last" if channels_last else "nchw"
+    return Case(
+        name=f"classifier_b{batch_size}_{layout}",
+        description=(
+            f"classifier forward, {batch_size}x3x{size}x{size} {layout}, eval BN, no_grad; "
+            "stride in the 3x3 conv for all models"
+        ),
+        variants=variants,
+        baseline="ResNet-50",
+        se_variant="SE-ResNet-50",
+        target=TARGETS["classifier"],
+        compare=compare,
+    )
+
+
+def build_cases(
+    names,
+    device: torch.device,
+    *,
+    height: int = 800,
+    width: int = 1333,
+    batch_sizes=(1, 32),
+    layouts=("nchw", "channels_last"),
+    classifier_size: int = 224,
+):
+    """Yield the requested cases one at a time (so only one case's models are in memory).
+
+    Args:
+        names: subset of :data:`CASE_NAMES`.
+        device: where to run.
+        height, width: detection image size.
+        batch_sizes: classifier batch sizes.
+        layouts: classifier memory formats, ``"nchw"`` and/or ``"channels_last"``.
+        classifier_size: classifier input side.
+    """
+    for name in names:
+        if name == "trunk":
+            yield trunk_case(device, height, width)
+        elif name == "rcnn_inference":
+            yield rcnn_inference_case(device, height, width)
+        elif name == "rcnn_training":
+            yield rcnn_training_case(device, height, width)
+        elif name == "classifier":
+            for batch_size in batch_sizes:
+                for layout in layouts:
+                    yield classifier_case(
+                        device, batch_size, layout == "channels_last", classifier_size
+                    )
+        else:
+            raise ValueError(f"unknown benchmark case {name!r}; choose from {CASE_NAMES}")
