@@ -245,9 +245,19 @@ def _classifier(se: bool):
 
 
 def classifier_case(
-    device: torch.device, batch_size: int, channels_last: bool, size: int = 224
+    device: torch.device,
+    batch_size: int,
+    channels_last: bool,
+    size: int = 224,
+    compile_models: bool = False,
 ) -> Case:
-    """ImageNet classifier inference (eval mode, no autograd) at ``size`` x ``size``."""
+    """ImageNet classifier inference (eval mode, no autograd) at ``size`` x ``size``.
+
+    Args:
+        compile_models: also time our plain and SE models through ``torch.compile`` (Inductor,
+            with ``freezing`` for inference: weights become constants, convolutions are
+            prepacked); the first call, in the warm-up, compiles.
+    """
     torch.manual_seed(0)
     models = {"ResNet-50": _classifier(False), "SE-ResNet-50": _classifier(True)}
     compare = []
@@ -266,6 +276,15 @@ def classifier_case(
         variants[name] = _inference(lambda m=model: m(x))
         if name == "SE-ResNet-50":
             variants["SE-ResNet-50 straightforward"] = _straightforward(variants[name])
+    if compile_models:
+        import torch._inductor.config as inductor_config
+
+        inductor_config.freezing = True
+        for name in ("ResNet-50", "SE-ResNet-50"):
+            compiled = torch.compile(models[name])
+            variants[f"{name} compiled"] = _inference(lambda m=compiled: m(x))
+        compare.append(("SE-ResNet-50 compiled", "ResNet-50 compiled"))
+        compare.append(("SE-ResNet-50 compiled", "SE-ResNet-50"))
     layout = "channels_last" if channels_last else "nchw"
     return Case(
         name=f"classifier_b{batch_size}_{layout}",
@@ -290,6 +309,7 @@ def build_cases(
     batch_sizes=(1, 32),
     layouts=("nchw", "channels_last"),
     classifier_size: int = 224,
+    compile_models: bool = False,
 ):
     """Yield the requested cases one at a time (so only one case's models are in memory).
 
@@ -300,6 +320,7 @@ def build_cases(
         batch_sizes: classifier batch sizes.
         layouts: classifier memory formats, ``"nchw"`` and/or ``"channels_last"``.
         classifier_size: classifier input side.
+        compile_models: add ``torch.compile`` variants to the classifier cases.
     """
     for name in names:
         if name == "trunk":
@@ -312,7 +333,11 @@ def build_cases(
             for batch_size in batch_sizes:
                 for layout in layouts:
                     yield classifier_case(
-                        device, batch_size, layout == "channels_last", classifier_size
+                        device,
+                        batch_size,
+                        layout == "channels_last",
+                        classifier_size,
+                        compile_models=compile_models,
                     )
         else:
             raise ValueError(f"unknown benchmark case {name!r}; choose from {CASE_NAMES}")

@@ -79,6 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--min-rounds", type=int, default=7, help="at least this many rounds")
     parser.add_argument("--warmup", type=int, default=2, help="untimed rounds first")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="also time the classifiers through torch.compile (Inductor, freezing); compiling "
+        "takes ~10-60 s per model and case",
+    )
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
     parser.add_argument(
         "--output",
@@ -130,6 +136,7 @@ def cli(argv: Optional[List[str]] = None) -> int:
         batch_sizes=args.batch_sizes,
         layouts=args.layouts,
         classifier_size=args.classifier_size,
+        compile_models=args.compile,
     )
     for case in cases:
         bar = tqdm(desc=case.name, unit="round", leave=False, file=sys.stderr)

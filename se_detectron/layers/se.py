@@ -29,7 +29,7 @@ addition (``shortcut + s * x`` in one ``addcmul``, as the original Caffe release
 
 Both give the same numbers as the straightforward operations (``x * s + shortcut``); the
 straightforward path is kept, selectable with :func:`se_fast_path`, and it is what TorchScript
-scripting/tracing and ONNX export use.
+scripting/tracing, ONNX export and ``torch.compile`` use.
 """
 
 import contextlib
@@ -204,7 +204,7 @@ class SqueezeExcitation(nn.Module):
 
     @torch.jit.unused
     def _scale_add_eager(self, x: torch.Tensor, residual: torch.Tensor, inplace: bool):
-        if not _FAST_PATH or torch.jit.is_tracing():
+        if not _FAST_PATH or _exporting_or_compiling():
             return x * self.excitation(x) + residual
         if self.squeeze_type == "avg" and self._records_autograd(x, residual):
             return _SqueezeScaleAdd.apply(x, residual, self, *self.parameters())
@@ -224,12 +224,19 @@ class SqueezeExcitation(nn.Module):
     @torch.jit.unused
     def _may_overwrite(self, x: torch.Tensor, s: torch.Tensor) -> bool:
         """Whether ``x`` may be overwritten: fast path, not tracing, autograd does not need it."""
-        if not _FAST_PATH or torch.jit.is_tracing():
+        if not _FAST_PATH or _exporting_or_compiling():
             return False
         return not (torch.is_grad_enabled() and (x.requires_grad or s.requires_grad))
 
     def extra_repr(self) -> str:
         return f"reduction={self.reduction}, squeeze={self.squeeze_type}, gate={self.gate}"
+
+
+def _exporting_or_compiling() -> bool:
+    """Tracing (TorchScript/ONNX export) or ``torch.compile``: use the plain operations, which
+    exporters understand and which Inductor fuses itself (measured: compiled with the fast path,
+    SE-ResNet-50 ran 1.14x its compiled plain ResNet-50 at batch 1; with the plain ops 1.07x)."""
+    return torch.jit.is_tracing() or torch.compiler.is_compiling()
 
 
 class _SqueezeScaleAdd(torch.autograd.Function):

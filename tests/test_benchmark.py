@@ -1,0 +1,126 @@
+"""tools/benchmark.py: interleaved timing, memory measurement, fair detection cases, the CLI."""
+
+import json
+import time
+
+import pytest
+import torch
+from detectron2.layers import FrozenBatchNorm2d
+
+from se_detectron.benchmark import cli, measure_peak_memory, run_interleaved
+from se_detectron.benchmark.cases import _detection_models, calibrate_frozen_bn
+
+CPU = torch.device("cpu")
+
+
+def test_run_interleaved_alternates_and_summarises():
+    calls = []
+    variants = {
+        "fast": lambda: calls.append("fast"),
+        "slow": lambda: (calls.append("slow"), time.sleep(0.01)),
+    }
+    stats = run_interleaved(variants, CPU, rounds=4, warmup=1)
+    assert calls[:2] == ["fast", "slow"]  # warm-up
+    assert calls[2:] == ["fast", "slow", "slow", "fast", "fast", "slow", "slow", "fast"]
+    assert len(stats["fast"].times) == len(stats["slow"].times) == 4
+    assert stats["slow"].min >= 0.01 > stats["fast"].max
+    record = stats["slow"].as_dict()
+    assert record["runs"] == 4 and record["min_ms"] <= record["median_ms"] <= record["max_ms"]
+
+
+def test_run_interleaved_derives_rounds_from_seconds():
+    stats = run_interleaved({"a": lambda: time.sleep(0.02)}, CPU, seconds=0.1, min_rounds=2)
+    assert 2 <= len(stats["a"].times) <= 6
+    with pytest.raises(ValueError, match="at least one variant"):
+        run_interleaved({}, CPU)
+
+
+def test_peak_memory_counts_what_a_step_allocates():
+    def step():
+        a = torch.ones(10 * 2**20 // 4)  # 10 MiB
+        b = torch.ones(5 * 2**20 // 4)  # 5 MiB more while a is alive
+        del a, b
+        return torch.ones(2**20 // 4)  # 1 MiB after both are freed
+
+    assert measure_peak_memory(step, CPU) == pytest.approx(15, abs=0.5)
+
+
+def test_calibrated_frozen_bn_normalises_its_input():
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(3, 8, 3)
+    model = torch.nn.Sequential(conv, FrozenBatchNorm2d(8))
+    x = torch.randn(4, 3, 16, 16) * 5 + 3
+    calibrate_frozen_bn(model, lambda: model(x))
+    with torch.no_grad():
+        y = model(x)
+    torch.testing.assert_close(y.mean((0, 2, 3)), torch.zeros(8), atol=1e-4, rtol=0)
+    torch.testing.assert_close(y.var((0, 2, 3), unbiased=False), torch.ones(8), atol=1e-3, rtol=0)
+    with pytest.raises(ValueError, match="no FrozenBatchNorm2d"):
+        calibrate_frozen_bn(torch.nn.Linear(2, 2), lambda: None)
+
+
+def test_detection_models_propose_the_same_boxes():
+    """The zeroed RPN outputs make the heads' work independent of the backbone."""
+    plain, se = _detection_models(CPU)
+    image = torch.randint(0, 256, (3, 96, 128), dtype=torch.uint8)
+    proposals = []
+    with torch.no_grad():
+        for model in (plain, se):
+            model.eval()
+            images = model.preprocess_image([{"image": image}])
+            features = model.backbone(images.tensor)
+            proposals.append(model.proposal_generator(images, features)[0][0].proposal_boxes)
+    assert len(proposals[0]) > 100
+    torch.testing.assert_close(proposals[0].tensor, proposals[1].tensor)
+
+
+def test_cli_writes_table_and_json(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    args = ["--height", "64", "--width", "96", "--batch-sizes", "1", "--layouts", "nchw"]
+    args += ["--classifier-size", "32", "--rounds", "1", "--warmup", "1", "--output", str(out)]
+    assert cli(args) == 0
+    report = json.loads(out.read_text())
+    assert set(report["cases"]) == {
+        "trunk",
+        "rcnn_inference",
+        "rcnn_training",
+        "classifier_b1_nchw",
+    }
+    env = report["environment"]
+    assert env["device"] == "cpu" and env["torch"] == torch.__version__ and env["torch_threads"]
+    for name, case in report["cases"].items():
+        base = case["baseline"]
+        assert case["ratios"][f"{base} / {base}"] == 1.0, name
+        assert case["se_ratio"] == case["ratios"][f"{case['se_variant']} / {base}"]
+        for variant in case["variants"].values():
+            assert variant["runs"] == 1 and variant["median_ms"] > 0
+            assert variant["peak_memory_mb"] > 0
+    classifier = report["cases"]["classifier_b1_nchw"]
+    assert {"ResNet-50", "SE-ResNet-50", "SE-ResNet-50 straightforward"} <= set(
+        classifier["variants"]
+    )
+    assert "timm seresnet50" in classifier["variants"]
+    assert "SE-ResNet-50 / timm seresnet50" in classifier["ratios"]
+    assert report["cases"]["rcnn_training"]["target"] == 1.04
+    printed = capsys.readouterr().out
+    assert "== rcnn_inference" in printed and "target <= 1.02x" in printed
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--cases", "trunk,foo"], "unknown value"),
+        (["--batch-sizes", "0"], "positive integers"),
+        (["--layouts", "nhwc"], "choose from nchw, channels_last"),
+    ],
+)
+def test_cli_rejects_bad_arguments(args, message, capsys):
+    with pytest.raises(SystemExit):
+        cli(args)
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cli_cuda_without_cuda_is_a_clear_error():
+    with pytest.raises(SystemExit, match="CUDA is not available"):
+        cli(["--device", "cuda"])
