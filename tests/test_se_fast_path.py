@@ -131,6 +131,19 @@ def test_inplace_only_when_allowed_and_autograd_does_not_need_x():
         torch.testing.assert_close(x, kept)
 
 
+def test_inplace_request_with_a_trainable_residual_only():
+    """Frozen SE weights and x, trainable shortcut (max squeeze: no fused path): no out= write."""
+    layer = _layer(squeeze="max")
+    for p in layer.parameters():
+        p.requires_grad_(False)
+    x, residual = torch.randn(2, 32, 4, 4), torch.randn(2, 32, 4, 4, requires_grad=True)
+    kept = x.clone()
+    out = layer.scale_add(x, residual, inplace=True)
+    torch.testing.assert_close(x, kept)
+    out.sum().backward()
+    torch.testing.assert_close(residual.grad, torch.ones_like(residual))
+
+
 def test_max_squeeze_uses_autograd_and_matches():
     layer = _layer(squeeze="max")
     x, residual = torch.randn(2, 32, 5, 5), torch.randn(2, 32, 5, 5)
@@ -149,6 +162,28 @@ def test_bfloat16_autocast_matches_reference():
     out.float().sum().backward()
     assert out.dtype == torch.bfloat16 and x.grad is not None
     torch.testing.assert_close(out.float(), _reference(layer, x, residual), rtol=0.05, atol=0.05)
+
+
+def test_fused_backward_with_mixed_dtypes():
+    """Under autocast: a bfloat16 branch output and a float32 shortcut (an identity shortcut
+    carrying a float32 input), so the backward sees a float32 gradient and a bfloat16 ``x``."""
+    layer = _layer()
+    x = torch.randn(2, 32, 4, 4).bfloat16().requires_grad_()
+    residual = torch.randn(2, 32, 4, 4, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = layer.scale_add(x, residual)
+    assert out.dtype == torch.float32
+    out.square().sum().backward()
+    assert x.grad.dtype == torch.bfloat16 and residual.grad.dtype == torch.float32
+    ref_x = x.detach().clone().requires_grad_()
+    ref_res = residual.detach().clone().requires_grad_()
+    with se_fast_path(False), torch.autocast("cpu", dtype=torch.bfloat16):
+        ref = layer.scale_add(ref_x, ref_res)
+    # x * s rounds to bfloat16 before the float32 addition; addcmul computes in float32.
+    torch.testing.assert_close(out, ref, rtol=0.02, atol=0.02)
+    ref.square().sum().backward()
+    torch.testing.assert_close(x.grad, ref_x.grad, rtol=0.02, atol=0.02)
+    torch.testing.assert_close(residual.grad, ref_res.grad, rtol=0.02, atol=0.04)
 
 
 @pytest.mark.parametrize(

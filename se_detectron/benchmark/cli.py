@@ -1,6 +1,7 @@
 """Command line of ``tools/benchmark.py``: SE-ResNet-50 vs ResNet-50 speed and memory."""
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -11,7 +12,7 @@ from tqdm import tqdm
 
 from ..utils.atomic import atomic_write_json
 from .cases import CASE_NAMES, build_cases
-from .report import case_result, environment, format_table
+from .report import add_ratios, case_result, environment, format_table
 from .timing import measure_peak_memory, run_interleaved
 
 __all__ = ["build_parser", "cli"]
@@ -87,6 +88,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
     parser.add_argument(
+        "--render",
+        metavar="JSON",
+        default=None,
+        help="print the tables of a saved run (recomputing its ratios) instead of measuring",
+    )
+    parser.add_argument(
         "--output",
         default="output/benchmark/benchmark.json",
         help="JSON file written (atomically, after every case)",
@@ -106,8 +113,25 @@ def _device(text: str) -> torch.device:
     return device
 
 
+def render(path: str) -> int:
+    """Print the tables of a JSON written by an earlier run."""
+    try:
+        with open(path) as f:
+            report = json.load(f)
+        cases = report["cases"]
+    except (OSError, ValueError, KeyError) as e:
+        raise SystemExit(f"error: --render {path}: not a benchmark JSON ({e})") from None
+    env = report.get("environment", {})
+    print(f"{report.get('command', '')}\n{json.dumps(env)}")
+    for name, result in cases.items():
+        print(format_table(name, add_ratios(result)))
+    return 0
+
+
 def cli(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.render:
+        return render(args.render)
     device = _device(args.device)
     if args.threads is not None:
         torch.set_num_threads(args.threads)

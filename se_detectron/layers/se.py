@@ -209,7 +209,7 @@ class SqueezeExcitation(nn.Module):
         if self.squeeze_type == "avg" and self._records_autograd(x, residual):
             return _SqueezeScaleAdd.apply(x, residual, self, *self.parameters())
         s = self.excitation(x)
-        if inplace and self._may_overwrite(x, s):
+        if inplace and self._may_overwrite(x, s, residual):
             return torch.addcmul(residual, x, s, out=x)
         return torch.addcmul(residual, x, s)
 
@@ -222,11 +222,12 @@ class SqueezeExcitation(nn.Module):
         return any(p.requires_grad for p in self.parameters())
 
     @torch.jit.unused
-    def _may_overwrite(self, x: torch.Tensor, s: torch.Tensor) -> bool:
-        """Whether ``x`` may be overwritten: fast path, not tracing, autograd does not need it."""
+    def _may_overwrite(self, *operands: torch.Tensor) -> bool:
+        """Whether the result may be written over the first operand: fast path, not exporting
+        or compiling, and autograd records nothing for any operand (an ``out=`` write cannot)."""
         if not _FAST_PATH or _exporting_or_compiling():
             return False
-        return not (torch.is_grad_enabled() and (x.requires_grad or s.requires_grad))
+        return not (torch.is_grad_enabled() and any(t.requires_grad for t in operands))
 
     def extra_repr(self) -> str:
         return f"reduction={self.reduction}, squeeze={self.squeeze_type}, gate={self.gate}"
@@ -271,11 +272,11 @@ class _SqueezeScaleAdd(torch.autograd.Function):
             inputs = ([z] if needs_x else []) + [params[i] for i in trained]
             # retain_graph: the outer graph may be run again (retain_graph=True, gradcheck); the
             # small graph is freed with this node anyway.
-            grads = torch.autograd.grad(s, inputs, grad_s, retain_graph=True)
+            grads = torch.autograd.grad(s, inputs, grad_s.to(s.dtype), retain_graph=True)
             if needs_x:
                 grad_z, grads = grads[0], grads[1:]
                 pooled = (grad_z / (x.shape[2] * x.shape[3]))[:, :, None, None]
-                grad_x = torch.addcmul(pooled, grad, s.detach()[:, :, None, None])
+                grad_x = torch.addcmul(pooled, grad, s.detach()[:, :, None, None]).to(x.dtype)
             for i, g in zip(trained, grads):
                 param_grads[i] = g
         return (grad_x, grad if needs_residual else None, None, *param_grads)
@@ -284,6 +285,6 @@ class _SqueezeScaleAdd(torch.autograd.Function):
 def _channel_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """``(a * b).sum((2, 3))`` of (N, C, H, W) tensors, without a full-size product if possible."""
     n, c, h, w = a.shape
-    if a.is_contiguous() and b.is_contiguous():
+    if a.dtype == b.dtype and a.is_contiguous() and b.is_contiguous():
         return torch.bmm(a.reshape(n * c, 1, h * w), b.reshape(n * c, h * w, 1)).view(n, c)
     return (a * b).sum((2, 3))
