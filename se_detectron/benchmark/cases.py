@@ -66,6 +66,17 @@ def _straightforward(fn: Callable[[], object]) -> Callable[[], object]:
     return run
 
 
+def _se_vs_plain(
+    plain_name: str, plain_step: Callable[[], object], se_name: str, se_step: Callable[[], object]
+) -> Dict[str, Callable[[], object]]:
+    """The plain model, the SE model, and the SE model through the straightforward SE ops."""
+    return {
+        plain_name: plain_step,
+        se_name: se_step,
+        f"{se_name} straightforward": _straightforward(se_step),
+    }
+
+
 def _inference(fn: Callable[[], object]) -> Callable[[], object]:
     def run():
         with torch.no_grad():  # as Detectron2's evaluation loop and DefaultPredictor
@@ -118,19 +129,24 @@ def trunk_case(device: torch.device, height: int, width: int) -> Case:
     plain = build_resnet_backbone(cfg, shape).to(device).eval()
     se = build_se_resnet_backbone(cfg, shape).to(device).eval()
     x = torch.randn(1, 3, height, width, device=device)
-    for model in (plain, se):
-        calibrate_frozen_bn(model, lambda m=model: m(x))
+    description = f"trunk forward, 1x3x{height}x{width}, FrozenBN, no_grad"
+    return _inference_case("trunk", description, ("R50", "SE-R50"), (plain, se), x)
+
+
+def _inference_case(name: str, description: str, names, models, inputs) -> Case:
+    """Calibrate both models' FrozenBN on ``inputs`` and time ``model(inputs)`` without grad."""
+    (plain_name, se_name), (plain, se) = names, models
+    for model in models:
+        calibrate_frozen_bn(model, lambda m=model: m(inputs))
     return Case(
-        name="trunk",
-        description=f"trunk forward, 1x3x{height}x{width}, FrozenBN, no_grad",
-        variants={
-            "R50": _inference(lambda: plain(x)),
-            "SE-R50": _inference(lambda: se(x)),
-            "SE-R50 straightforward": _straightforward(_inference(lambda: se(x))),
-        },
-        baseline="R50",
-        se_variant="SE-R50",
-        target=TARGETS["trunk"],
+        name=name,
+        description=description,
+        variants=_se_vs_plain(
+            plain_name, _inference(lambda: plain(inputs)), se_name, _inference(lambda: se(inputs))
+        ),
+        baseline=plain_name,
+        se_variant=se_name,
+        target=TARGETS[name],
     )
 
 
@@ -165,19 +181,9 @@ def rcnn_inference_case(device: torch.device, height: int, width: int) -> Case:
     se.eval()
     gen = torch.Generator().manual_seed(0)
     batch = [{"image": _image(height, width, device, gen), "height": height, "width": width}]
-    for model in (plain, se):
-        calibrate_frozen_bn(model, lambda m=model: m(batch))
-    return Case(
-        name="rcnn_inference",
-        description=f"Faster R-CNN FPN inference, 1 image {height}x{width}, no_grad",
-        variants={
-            "R50-FPN": _inference(lambda: plain(batch)),
-            "SE-R50-FPN": _inference(lambda: se(batch)),
-            "SE-R50-FPN straightforward": _straightforward(_inference(lambda: se(batch))),
-        },
-        baseline="R50-FPN",
-        se_variant="SE-R50-FPN",
-        target=TARGETS["rcnn_inference"],
+    description = f"Faster R-CNN FPN inference, 1 image {height}x{width}, no_grad"
+    return _inference_case(
+        "rcnn_inference", description, ("R50-FPN", "SE-R50-FPN"), (plain, se), batch
     )
 
 
@@ -222,11 +228,7 @@ def rcnn_training_case(device: torch.device, height: int, width: int, images: in
             f"Faster R-CNN FPN training iteration, {images} images {height}x{width}, "
             "FrozenBN, FREEZE_AT 2, forward + backward + SGD step"
         ),
-        variants={
-            "R50-FPN": steps["R50-FPN"],
-            "SE-R50-FPN": steps["SE-R50-FPN"],
-            "SE-R50-FPN straightforward": _straightforward(steps["SE-R50-FPN"]),
-        },
+        variants=_se_vs_plain("R50-FPN", steps["R50-FPN"], "SE-R50-FPN", steps["SE-R50-FPN"]),
         baseline="R50-FPN",
         se_variant="SE-R50-FPN",
         target=TARGETS["rcnn_training"],
