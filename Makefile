@@ -9,7 +9,7 @@ STAMP := $(VENV)/.se_detectron-setup
 DEMO_DIR ?= output/demo
 DEMO_CONFIG ?= configs/Synthetic/faster_rcnn_SE_R_50_FPN_synthetic.yaml
 
-.PHONY: setup demo train-demo predict-demo test lint format clean
+.PHONY: setup demo train-demo predict-demo test lint format clean benchmark
 
 setup: $(STAMP)
 
@@ -25,6 +25,10 @@ demo: setup
 		--input $$($(PY) -c "from se_detectron.data import default_synthetic_root as r; print(r())")/val \
 		--max-images 8 --output $(DEMO_DIR)/predictions --opts MODEL.WEIGHTS $(DEMO_DIR)/model_final.pth
 	@echo "demo outputs in $(DEMO_DIR): model_final.pth metrics.json curves.png final_results.json predictions/"
+
+# SE-ResNet-50 vs ResNet-50 speed and memory (README "Performance"; ~35 min, on an idle machine).
+benchmark: setup
+	$(PY) tools/benchmark.py --compile --output output/benchmark/benchmark.json
 
 test: setup
 	$(PY) -m pytest -q
