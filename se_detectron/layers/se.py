@@ -14,13 +14,14 @@ The layer computes, for an input ``x`` of shape (N, C, H, W):
   matrix products on the pooled vector (the same numbers, without a convolution's set-up cost);
 * scale (Sec. 3.3): ``y = s * x``, a channel-wise multiply.
 
-Performance. SE adds ~0.1% multiply-adds to a ResNet-50 but, done naively, 6-7% of its time: the
-pool and the multiply are memory-bound passes over the feature map, and each fresh full-size
-result costs page faults on CPU. So the residual block's scale is fused with its residual
-addition (``shortcut + s * x`` in one ``addcmul``, as the original Caffe release fused the two):
+Performance. SE adds ~0.1% multiply-adds to a ResNet-50 but, done naively, 8-18% of its time on
+a 2-core CPU (``tools/benchmark.py``, docs/performance.md): the pool and the multiply are
+memory-bound passes over the feature map, and each fresh full-size result costs page faults on
+CPU. So the residual block's scale is fused with its residual addition (``shortcut + s * x`` in
+one ``addcmul``, as the original Caffe release fused the two):
 
 * without autograd (inference, frozen stages) :meth:`SqueezeExcitation.scale_add` can write the
-  result over ``x`` (``inplace=True``), which costs exactly what the plain block's ``x += shortcut``
+  result over ``x`` (``inplace=True``), which costs about what the plain block's ``x += shortcut``
   costs, so the only extra pass left is the pool;
 * with autograd and average squeeze, :class:`_SqueezeScaleAdd` computes the backward of pool,
   scale and addition in two passes over the feature map (one per-channel dot product for the
@@ -247,6 +248,8 @@ class _SqueezeScaleAdd(torch.autograd.Function):
     ``d residual = g``; ``d s = sum_hw(g * x)`` (a per-channel dot product, no temporary);
     ``d z`` follows from ``d s`` through the small excitation MLP (autograd, on (N, C) tensors);
     ``d x = g * s + d z / HW`` (one ``addcmul``, which also adds the pooling's gradient).
+    It is differentiable once; for higher-order gradients (e.g. gradient penalties) run the model
+    under ``se_fast_path(False)``.
     """
 
     @staticmethod
