@@ -7,6 +7,7 @@ from detectron2.config import get_cfg
 
 from .config import add_se_config
 from .data.register import add_dataset_config
+from .engine.optimizer import add_solver_config
 from .evaluation import add_evaluation_config
 
 __all__ = ["CONFIG_ROOT", "get_config_file", "get_se_cfg"]
@@ -44,6 +45,7 @@ def get_se_cfg(config_file: Optional[str] = None, opts: Sequence[str] = ()):
     add_se_config(cfg)
     add_dataset_config(cfg)  # DATASETS.REGISTER_COCO / REGISTER_VOC
     add_evaluation_config(cfg)  # TEST.COCO_EVAL_BACKEND
+    add_solver_config(cfg)  # SOLVER.OPTIMIZER / SOLVER.BETAS
     if config_file:
         if not Path(config_file).is_file():
             config_file = get_config_file(config_file)

@@ -6,6 +6,7 @@
 * COCO box evaluation with a selectable COCOeval engine (:mod:`se_detectron.evaluation`);
 * image-read errors that name the file (:class:`~se_detectron.data.SafeDatasetMapper`);
 * multi-process training on CPU (gloo) as well as GPU;
+* ``SOLVER.OPTIMIZER``: SGD or AdamW (:mod:`se_detectron.engine.optimizer`);
 * a PNG of the loss and AP curves in the output directory.
 """
 
@@ -26,6 +27,7 @@ from torch.nn.parallel import DistributedDataParallel
 from ..checkpoint import SEDetectionCheckpointer, check_no_frozen_random_init
 from ..data import SafeDatasetMapper
 from ..evaluation import build_coco_evaluator
+from .optimizer import build_optimizer
 from .plot import plot_training_curves
 from .resume import ResumableTrainingSampler, RNGStates
 
@@ -131,6 +133,11 @@ class SETrainer(DefaultTrainer):
                 f"{e} (at iteration={self.iter}; lower SOLVER.BASE_LR, raise "
                 "SOLVER.WARMUP_ITERS or check the annotations)"
             ) from e
+
+    @classmethod
+    def build_optimizer(cls, cfg, model):
+        """The optimizer named by ``SOLVER.OPTIMIZER`` (SGD or AdamW)."""
+        return build_optimizer(cfg, model)
 
     def build_hooks(self):
         ret = super().build_hooks()

@@ -1,0 +1,72 @@
+"""``SOLVER.OPTIMIZER``: SGD (Detectron2's) or AdamW for ``tools/train_net.py``.
+
+Detectron2's yacs trainer only builds SGD. Training from scratch on a small budget (the bundled
+demo: a few hundred iterations on a CPU) converges much faster with AdamW, as is common for
+detectors trained without ImageNet weights; mmdetection and Detectron2's LazyConfig projects
+(ViTDet) select it the same way. Both optimizers use Detectron2's parameter groups
+(``SOLVER.WEIGHT_DECAY_NORM``, ``SOLVER.BIAS_LR_FACTOR``, ``SOLVER.WEIGHT_DECAY_BIAS``) and its
+gradient clipping (``SOLVER.CLIP_GRADIENTS``).
+"""
+
+import torch
+from detectron2.solver import build_optimizer as build_sgd_optimizer
+from detectron2.solver import get_default_optimizer_params
+from detectron2.solver.build import maybe_add_gradient_clipping
+
+__all__ = ["OPTIMIZERS", "add_solver_config", "build_optimizer"]
+
+OPTIMIZERS = ("SGD", "AdamW")
+
+
+def add_solver_config(cfg):
+    """Add the commented ``SOLVER.OPTIMIZER`` / ``SOLVER.BETAS`` keys. Idempotent.
+
+    Args:
+        cfg (CfgNode): a Detectron2 config, modified in place.
+
+    Returns:
+        CfgNode: ``cfg``.
+    """
+    # "SGD" (Detectron2's: SOLVER.MOMENTUM, SOLVER.NESTEROV) or "AdamW" (decoupled weight decay
+    # SOLVER.WEIGHT_DECAY, betas SOLVER.BETAS). BASE_LR and the schedule apply to both.
+    if "OPTIMIZER" not in cfg.SOLVER:
+        cfg.SOLVER.OPTIMIZER = "SGD"
+    # AdamW's (beta1, beta2).
+    if "BETAS" not in cfg.SOLVER:
+        cfg.SOLVER.BETAS = (0.9, 0.999)
+    return cfg
+
+
+def build_optimizer(cfg, model: torch.nn.Module) -> torch.optim.Optimizer:
+    """Build the optimizer named by ``cfg.SOLVER.OPTIMIZER`` for ``model``.
+
+    Args:
+        cfg (CfgNode): a config on which :func:`add_solver_config` was called.
+        model: the model whose trainable parameters are optimized.
+
+    Returns:
+        torch.optim.Optimizer: SGD exactly as Detectron2 builds it, or AdamW with the same
+        parameter groups, optionally wrapped with gradient clipping.
+
+    Raises:
+        ValueError: if ``SOLVER.OPTIMIZER`` is not one of :data:`OPTIMIZERS`, or ``SOLVER.BETAS``
+            is not two numbers in [0, 1).
+    """
+    name = cfg.SOLVER.get("OPTIMIZER", "SGD")
+    if name not in OPTIMIZERS:
+        raise ValueError(f"SOLVER.OPTIMIZER must be one of {OPTIMIZERS}, got {name!r}")
+    if name == "SGD":
+        return build_sgd_optimizer(cfg, model)
+    betas = tuple(float(b) for b in cfg.SOLVER.BETAS)
+    if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
+        raise ValueError(f"SOLVER.BETAS must be two numbers in [0, 1), got {cfg.SOLVER.BETAS!r}")
+    params = get_default_optimizer_params(
+        model,
+        base_lr=cfg.SOLVER.BASE_LR,
+        weight_decay_norm=cfg.SOLVER.WEIGHT_DECAY_NORM,
+        bias_lr_factor=cfg.SOLVER.BIAS_LR_FACTOR,
+        weight_decay_bias=cfg.SOLVER.WEIGHT_DECAY_BIAS,
+    )
+    return maybe_add_gradient_clipping(cfg, torch.optim.AdamW)(
+        params, lr=cfg.SOLVER.BASE_LR, betas=betas, weight_decay=cfg.SOLVER.WEIGHT_DECAY
+    )
