@@ -8,8 +8,10 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.se_detectron-setup
 DEMO_DIR ?= output/demo
 DEMO_CONFIG ?= configs/Synthetic/faster_rcnn_SE_R_50_FPN_synthetic.yaml
+# extra KEY VALUE overrides for the demo's training, e.g. DEMO_OPTS="SOLVER.MAX_ITER 3000"
+DEMO_OPTS ?=
 
-.PHONY: setup demo train-demo predict-demo test lint format clean benchmark
+.PHONY: setup demo test lint format clean benchmark
 
 setup: $(STAMP)
 
@@ -20,7 +22,7 @@ $(STAMP): setup.py pyproject.toml requirements/*.txt scripts/setup_env.sh script
 # Train SE-ResNet-50-FPN Faster R-CNN on the bundled synthetic dataset, evaluate (box AP), then
 # draw predictions on validation images. Everything lands in $(DEMO_DIR).
 demo: setup
-	$(PY) tools/train_net.py --config-file $(DEMO_CONFIG) OUTPUT_DIR $(DEMO_DIR)
+	$(PY) tools/train_net.py --config-file $(DEMO_CONFIG) OUTPUT_DIR $(DEMO_DIR) $(DEMO_OPTS)
 	$(PY) tools/demo.py --config-file $(DEMO_DIR)/config.yaml \
 		--input $$($(PY) -c "from se_detectron.data import default_synthetic_root as r; print(r())")/val \
 		--max-images 8 --output $(DEMO_DIR)/predictions --opts MODEL.WEIGHTS $(DEMO_DIR)/model_final.pth
