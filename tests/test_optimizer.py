@@ -5,7 +5,7 @@ import torch
 from detectron2.solver import build_optimizer as detectron2_build_optimizer
 from torch import nn
 
-from se_detectron.engine import build_optimizer
+from se_detectron.engine import SolverConfigError, build_optimizer
 from se_detectron.model_zoo import get_se_cfg
 
 
@@ -67,5 +67,5 @@ def test_adamw_with_gradient_clipping():
     ],
 )
 def test_bad_solver_options_name_the_key(opts, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(SolverConfigError, match=message):
         build_optimizer(solver_cfg(*opts), small_model())

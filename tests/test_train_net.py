@@ -173,8 +173,18 @@ def test_two_process_cpu_training(tiny_data, tmp_path):
         (["MODEL.BACKBONE.FREEZE_AT", "2"], "FREEZE_AT"),
         (["SOLVER.BASE_LR", "1e12", "SOLVER.WARMUP_ITERS", "0"], r"NaN.*iteration=\d+"),
         (["SOLVER.OPTIMIZER", "Adam"], r"SOLVER.OPTIMIZER must be one of .*'Adam'"),
+        (["SOLVER.OPTIMIZER", "AdamW", "SOLVER.BETAS", "(0.9, 1.5)"], r"SOLVER.BETAS .*1.5"),
     ],
-    ids=["unknown-key", "bad-value", "weights", "dataset", "frozen-random", "nan", "optimizer"],
+    ids=[
+        "unknown-key",
+        "bad-value",
+        "weights",
+        "dataset",
+        "frozen-random",
+        "nan",
+        "optimizer",
+        "betas",
+    ],
 )
 def test_user_errors_are_one_clear_message(tiny_data, tmp_path, extra, message):
     proc = run_train_net("--config-file", INSTANT, *tiny_opts(tiny_data, tmp_path / "e"), *extra)

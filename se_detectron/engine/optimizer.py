@@ -13,9 +13,13 @@ from detectron2.solver import build_optimizer as build_sgd_optimizer
 from detectron2.solver import get_default_optimizer_params
 from detectron2.solver.build import maybe_add_gradient_clipping
 
-__all__ = ["OPTIMIZERS", "add_solver_config", "build_optimizer"]
+__all__ = ["OPTIMIZERS", "SolverConfigError", "add_solver_config", "build_optimizer"]
 
 OPTIMIZERS = ("SGD", "AdamW")
+
+
+class SolverConfigError(ValueError):
+    """A ``SOLVER.*`` optimizer option is invalid; the message names the key."""
 
 
 def add_solver_config(cfg):
@@ -49,17 +53,19 @@ def build_optimizer(cfg, model: torch.nn.Module) -> torch.optim.Optimizer:
         parameter groups, optionally wrapped with gradient clipping.
 
     Raises:
-        ValueError: if ``SOLVER.OPTIMIZER`` is not one of :data:`OPTIMIZERS`, or ``SOLVER.BETAS``
-            is not two numbers in [0, 1).
+        SolverConfigError: if ``SOLVER.OPTIMIZER`` is not one of :data:`OPTIMIZERS`, or
+            ``SOLVER.BETAS`` is not two numbers in [0, 1).
     """
     name = cfg.SOLVER.get("OPTIMIZER", "SGD")
     if name not in OPTIMIZERS:
-        raise ValueError(f"SOLVER.OPTIMIZER must be one of {OPTIMIZERS}, got {name!r}")
+        raise SolverConfigError(f"SOLVER.OPTIMIZER must be one of {OPTIMIZERS}, got {name!r}")
     if name == "SGD":
         return build_sgd_optimizer(cfg, model)
     betas = tuple(float(b) for b in cfg.SOLVER.BETAS)
     if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
-        raise ValueError(f"SOLVER.BETAS must be two numbers in [0, 1), got {cfg.SOLVER.BETAS!r}")
+        raise SolverConfigError(
+            f"SOLVER.BETAS must be two numbers in [0, 1), got {cfg.SOLVER.BETAS!r}"
+        )
     params = get_default_optimizer_params(
         model,
         base_lr=cfg.SOLVER.BASE_LR,

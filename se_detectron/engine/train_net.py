@@ -33,7 +33,7 @@ from ..data import (
 from ..model_zoo import get_se_cfg
 from ..modeling import SEConfigError
 from ..utils import atomic_write_json
-from .optimizer import OPTIMIZERS
+from .optimizer import SolverConfigError
 from .trainer import SETrainer
 
 __all__ = ["USER_ERRORS", "UserError", "argument_parser", "cli", "main", "setup"]
@@ -102,11 +102,6 @@ def setup(args) -> CfgNode:
             "MODEL.DEVICE=%s but CUDA is not available: using MODEL.DEVICE=cpu", cfg.MODEL.DEVICE
         )
         cfg.MODEL.DEVICE = "cpu"
-    if cfg.SOLVER.OPTIMIZER not in OPTIMIZERS:
-        raise UserError(
-            f"config error: SOLVER.OPTIMIZER must be one of {OPTIMIZERS}, "
-            f"got {cfg.SOLVER.OPTIMIZER!r}"
-        )
     if args.eval_only and not cfg.MODEL.WEIGHTS and not args.resume:
         raise UserError("--eval-only needs weights: add MODEL.WEIGHTS /path/to/model_final.pth")
     cfg.freeze()
@@ -162,6 +157,7 @@ def main(args):
 USER_ERRORS = (
     UserError,
     SEConfigError,
+    SolverConfigError,
     DatasetConfigError,
     ImageReadError,
     ConversionError,
