@@ -22,6 +22,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torchvision.transforms import v2
 
 from .. import get_se_cfg
+from ..engine.optimizer import fused_kernel_args
 from ..modeling import build_se_resnet_classifier
 from .archs import apply_arch, find_arch
 from .checkpoint import (
@@ -233,6 +234,7 @@ def _main(args, dist: DistInfo) -> Dict[str, Any]:
         momentum=args.momentum,
         weight_decay=args.weight_decay,
         nesterov=args.nesterov,
+        **fused_kernel_args(model_without_ddp.parameters()),  # one kernel for all parameters
     )
     use_fp16 = args.amp and autocast_dtype(args.amp_dtype, device) == torch.float16
     scaler = torch.amp.GradScaler(device.type, enabled=use_fp16)
