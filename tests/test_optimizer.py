@@ -140,6 +140,7 @@ def test_adamw_with_gradient_clipping():
     [
         (["SOLVER.OPTIMIZER", "Adam"], "SOLVER.OPTIMIZER must be one of"),
         (["SOLVER.OPTIMIZER", "AdamW", "SOLVER.BETAS", "(0.9, 1.5)"], "SOLVER.BETAS"),
+        (["SOLVER.OPTIMIZER", "AdamW", "SOLVER.BETAS", "(0.9, 'a')"], "SOLVER.BETAS"),
     ],
 )
 def test_bad_solver_options_name_the_key(opts, message):

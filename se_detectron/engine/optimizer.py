@@ -75,7 +75,10 @@ def build_optimizer(cfg, model: torch.nn.Module) -> torch.optim.Optimizer:
     if name not in OPTIMIZERS:
         raise SolverConfigError(f"SOLVER.OPTIMIZER must be one of {OPTIMIZERS}, got {name!r}")
     if name == "AdamW":
-        betas = tuple(float(b) for b in cfg.SOLVER.BETAS)
+        try:
+            betas = tuple(float(b) for b in cfg.SOLVER.BETAS)
+        except (TypeError, ValueError):
+            betas = ()  # not numbers: reported below
         if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
             raise SolverConfigError(
                 f"SOLVER.BETAS must be two numbers in [0, 1), got {cfg.SOLVER.BETAS!r}"
