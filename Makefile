@@ -28,7 +28,7 @@ demo: setup
 		--max-images 8 --output $(DEMO_DIR)/predictions --opts MODEL.WEIGHTS $(DEMO_DIR)/model_final.pth
 	@echo "demo outputs in $(DEMO_DIR): model_final.pth metrics.json curves.png final_results.json predictions/"
 
-# SE-ResNet-50 vs ResNet-50 speed and memory (README "Performance"; ~35 min, on an idle machine).
+# SE-ResNet-50 vs ResNet-50 speed and memory (README "Performance"; ~40 min, on an idle machine).
 benchmark: setup
 	$(PY) tools/benchmark.py --compile --output output/benchmark/benchmark.json
 

@@ -8,7 +8,14 @@ import torch
 from detectron2.layers import FrozenBatchNorm2d
 
 from se_detectron.benchmark import cli, measure_peak_memory, run_interleaved
-from se_detectron.benchmark.cases import _detection_models, calibrate_frozen_bn
+from se_detectron.benchmark.cases import (
+    SE_ABLATIONS,
+    _ablated,
+    _detection_models,
+    calibrate_frozen_bn,
+    se_breakdown_case,
+)
+from se_detectron.layers import SqueezeExcitation
 
 CPU = torch.device("cpu")
 
@@ -85,6 +92,7 @@ def test_cli_writes_table_and_json(tmp_path, capsys):
         "rcnn_inference",
         "rcnn_training",
         "classifier_b1_nchw",
+        "se_breakdown_b1_nchw",
     }
     env = report["environment"]
     assert env["device"] == "cpu" and env["torch"] == torch.__version__ and env["torch_threads"]
@@ -104,6 +112,39 @@ def test_cli_writes_table_and_json(tmp_path, capsys):
     assert report["cases"]["rcnn_training"]["target"] == 1.04
     printed = capsys.readouterr().out
     assert "== rcnn_inference" in printed and "target <= 1.02x" in printed
+
+
+def test_se_ablations_compute_what_they_claim():
+    """Each se_breakdown ablation removes exactly its part of the SE unit."""
+    torch.manual_seed(0)
+    layer = SqueezeExcitation(16, reduction=4).eval()
+    x, r = torch.randn(2, 16, 5, 5), torch.randn(2, 16, 5, 5)
+    with torch.no_grad():
+        expected = {
+            "SE without pool": r + x * layer.excite(torch.zeros(2, 16))[:, :, None, None],
+            "SE without FC layers": r + x * torch.sigmoid(x.mean((2, 3)))[:, :, None, None],
+            "SE scale-add only": r + 0.5 * x,
+        }
+        assert set(expected) == set(SE_ABLATIONS)
+        for name, replacements in SE_ABLATIONS.items():
+            got = _ablated(lambda: layer.scale_add(x, r), replacements)()
+            torch.testing.assert_close(got, expected[name], msg=name)
+        # restored afterwards: the full SE again
+        torch.testing.assert_close(layer.scale_add(x, r), r + x * layer.excitation(x))
+
+
+def test_se_breakdown_case_runs_the_same_model_with_parts_removed():
+    case = se_breakdown_case(CPU, batch_size=2, channels_last=True, size=32)
+    assert case.name == "se_breakdown_b2_channels_last" and case.target is None
+    assert list(case.variants) == ["ResNet-50", "SE-ResNet-50", *SE_ABLATIONS]
+    squeeze, excite = SqueezeExcitation.squeeze, SqueezeExcitation.excite
+    outputs = {name: run()["linear"] for name, run in case.variants.items()}
+    assert SqueezeExcitation.squeeze is squeeze and SqueezeExcitation.excite is excite
+    full = outputs["SE-ResNet-50"]
+    torch.testing.assert_close(case.variants["SE-ResNet-50"]()["linear"], full)
+    for name in SE_ABLATIONS:
+        assert outputs[name].shape == full.shape == (2, 1000)
+        assert not torch.allclose(outputs[name], full), name
 
 
 @pytest.mark.parametrize(

@@ -13,6 +13,7 @@ see unit-scale features and their heads do the same amount of work.
 import contextlib
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional
+from unittest import mock
 
 import torch
 from detectron2.layers import FrozenBatchNorm2d, ShapeSpec
@@ -21,7 +22,7 @@ from detectron2.modeling.backbone.resnet import build_resnet_backbone
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 
-from ..layers import se_fast_path
+from ..layers import SqueezeExcitation, se_fast_path
 from ..model_zoo import get_se_cfg
 from ..modeling import build_se_resnet_backbone, build_se_resnet_classifier
 from ..pretrain.archs import apply_arch
@@ -29,10 +30,16 @@ from ..pretrain.archs import apply_arch
 __all__ = ["CASE_NAMES", "Case", "build_cases", "calibrate_frozen_bn"]
 
 DETECTION_CONFIG = "COCO-Detection/faster_rcnn_SE_R_50_FPN_1x.yaml"
-CASE_NAMES = ("trunk", "rcnn_inference", "rcnn_training", "classifier")
+CASE_NAMES = ("trunk", "rcnn_inference", "rcnn_training", "classifier", "se_breakdown")
 
 # Targets of the performance issue: SE model time / plain model time.
-TARGETS = {"trunk": None, "rcnn_inference": 1.02, "rcnn_training": 1.04, "classifier": 1.03}
+TARGETS = {
+    "trunk": None,
+    "rcnn_inference": 1.02,
+    "rcnn_training": 1.04,
+    "classifier": 1.03,
+    "se_breakdown": None,
+}
 
 
 @dataclass
@@ -247,6 +254,17 @@ def _classifier(se: bool):
     return build_se_resnet_classifier(cfg, num_classes=1000)
 
 
+def _classifier_input(device, batch_size: int, channels_last: bool, size: int):
+    """The classifier benchmarks' input and memory format."""
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x = torch.randn(batch_size, 3, size, size, device=device).contiguous(memory_format=fmt)
+    return x, fmt
+
+
+def _layout(channels_last: bool) -> str:
+    return "channels_last" if channels_last else "nchw"
+
+
 def classifier_case(
     device: torch.device,
     batch_size: int,
@@ -271,8 +289,7 @@ def classifier_case(
         models["timm resnet50"] = timm.create_model("resnet50", pretrained=False)
         compare.append(("SE-ResNet-50", "timm seresnet50"))
         compare.append(("timm seresnet50", "timm resnet50"))
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    x = torch.randn(batch_size, 3, size, size, device=device).contiguous(memory_format=fmt)
+    x, fmt = _classifier_input(device, batch_size, channels_last, size)
     variants = {}
     for name, model in models.items():
         model = model.to(device=device, memory_format=fmt).eval()
@@ -288,7 +305,7 @@ def classifier_case(
             variants[f"{name} compiled"] = _inference(lambda m=compiled: m(x))
         compare.append(("SE-ResNet-50 compiled", "ResNet-50 compiled"))
         compare.append(("SE-ResNet-50 compiled", "SE-ResNet-50"))
-    layout = "channels_last" if channels_last else "nchw"
+    layout = _layout(channels_last)
     return Case(
         name=f"classifier_b{batch_size}_{layout}",
         description=(
@@ -300,6 +317,69 @@ def classifier_case(
         se_variant="SE-ResNet-50",
         target=TARGETS["classifier"],
         compare=compare,
+    )
+
+
+def _zero_squeeze(layer: SqueezeExcitation, x: torch.Tensor) -> torch.Tensor:
+    """Ablation: a squeeze that does not read ``x`` (the excitation MLP still runs, on zeros)."""
+    return x.new_zeros(x.shape[0], layer.channels)
+
+
+def _gate_only(layer: SqueezeExcitation, z: torch.Tensor) -> torch.Tensor:
+    """Ablation: an excitation without the two FC layers (no FC weights are read)."""
+    return torch.sigmoid(z)
+
+
+# Parts of the SE unit removed in the se_breakdown case: SqueezeExcitation method -> replacement.
+# They compute wrong excitations on purpose; their time against the plain model tells what each
+# part costs, hence how much any faster implementation of that part could gain.
+SE_ABLATIONS = {
+    "SE without pool": {"squeeze": _zero_squeeze},
+    "SE without FC layers": {"excite": _gate_only},
+    "SE scale-add only": {"squeeze": _zero_squeeze, "excite": _gate_only},
+}
+
+
+def _ablated(fn: Callable[[], object], replacements: Dict[str, Callable]) -> Callable[[], object]:
+    """``fn`` run with :class:`SqueezeExcitation` methods replaced (restored afterwards)."""
+
+    def run():
+        with contextlib.ExitStack() as stack:
+            for method, replacement in replacements.items():
+                stack.enter_context(mock.patch.object(SqueezeExcitation, method, replacement))
+            return fn()
+
+    return run
+
+
+def se_breakdown_case(
+    device: torch.device, batch_size: int, channels_last: bool, size: int = 224
+) -> Case:
+    """What each part of the SE unit costs in the classifier forward (see :data:`SE_ABLATIONS`).
+
+    The same SE-ResNet-50 as the ``classifier`` case, also run with its pool, its FC layers, or
+    both replaced by stand-ins that cost nothing; the remaining ``addcmul`` replaces the plain
+    block's addition. A diagnostic: no target applies.
+    """
+    torch.manual_seed(0)
+    x, fmt = _classifier_input(device, batch_size, channels_last, size)
+    plain = _classifier(False).to(device=device, memory_format=fmt).eval()
+    se = _classifier(True).to(device=device, memory_format=fmt).eval()
+    se_step = _inference(lambda: se(x))
+    variants = {"ResNet-50": _inference(lambda: plain(x)), "SE-ResNet-50": se_step}
+    for name, replacements in SE_ABLATIONS.items():
+        variants[name] = _ablated(se_step, replacements)
+    layout = _layout(channels_last)
+    return Case(
+        name=f"se_breakdown_b{batch_size}_{layout}",
+        description=(
+            f"SE cost breakdown: classifier forward, {batch_size}x3x{size}x{size} {layout}, "
+            "eval BN, no_grad, with parts of the SE unit removed (ablations, wrong outputs)"
+        ),
+        variants=variants,
+        baseline="ResNet-50",
+        se_variant="SE-ResNet-50",
+        target=TARGETS["se_breakdown"],
     )
 
 
@@ -320,9 +400,9 @@ def build_cases(
         names: subset of :data:`CASE_NAMES`.
         device: where to run.
         height, width: detection image size.
-        batch_sizes: classifier batch sizes.
-        layouts: classifier memory formats, ``"nchw"`` and/or ``"channels_last"``.
-        classifier_size: classifier input side.
+        batch_sizes: batch sizes of the classifier and se_breakdown cases.
+        layouts: their memory formats, ``"nchw"`` and/or ``"channels_last"``.
+        classifier_size: their input side.
         compile_models: add ``torch.compile`` variants to the classifier cases.
     """
     for name in names:
@@ -341,6 +421,12 @@ def build_cases(
                         layout == "channels_last",
                         classifier_size,
                         compile_models=compile_models,
+                    )
+        elif name == "se_breakdown":
+            for batch_size in batch_sizes:
+                for layout in layouts:
+                    yield se_breakdown_case(
+                        device, batch_size, layout == "channels_last", classifier_size
                     )
         else:
             raise ValueError(f"unknown benchmark case {name!r}; choose from {CASE_NAMES}")

@@ -46,7 +46,8 @@ def _choice_list(choices):
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Time SE-ResNet-50 against Detectron2's ResNet-50 (trunk, Faster R-CNN "
-        "inference and training, classifier), interleaved, and report medians, min-max, "
+        "inference and training, classifier, SE cost breakdown), interleaved, and report "
+        "medians, min-max, "
         "ratios and peak memory as a table and JSON.",
     )
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:index] (default: cpu)")
@@ -59,15 +60,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--height", type=int, default=800, help="detection image height")
     parser.add_argument("--width", type=int, default=1333, help="detection image width")
     parser.add_argument(
-        "--batch-sizes", type=_int_list, default=[1, 32], help="classifier batch sizes"
+        "--batch-sizes",
+        type=_int_list,
+        default=[1, 32],
+        help="classifier and se_breakdown batch sizes",
     )
     parser.add_argument(
         "--layouts",
         type=_choice_list(("nchw", "channels_last")),
         default=["nchw", "channels_last"],
-        help="classifier memory formats",
+        help="classifier and se_breakdown memory formats",
     )
-    parser.add_argument("--classifier-size", type=int, default=224, help="classifier input side")
+    parser.add_argument(
+        "--classifier-size", type=int, default=224, help="classifier and se_breakdown input side"
+    )
     parser.add_argument(
         "--rounds",
         type=int,
