@@ -47,8 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Time SE-ResNet-50 against Detectron2's ResNet-50 (trunk, Faster R-CNN "
         "inference and training, classifier, SE cost breakdown), interleaved, and report "
-        "medians, min-max, "
-        "ratios and peak memory as a table and JSON.",
+        "medians, min-max, ratios and peak memory as a table and JSON.",
     )
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:index] (default: cpu)")
     parser.add_argument(
