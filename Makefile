@@ -7,9 +7,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.se_detectron-setup
 DEMO_DIR ?= output/demo
-DEMO_CONFIG ?= configs/Synthetic/faster_rcnn_SE_R_50_FPN_synthetic.yaml
-# extra KEY VALUE overrides for the demo's training, e.g. DEMO_OPTS="SOLVER.MAX_ITER 3000"
-DEMO_OPTS ?=
+# extra arguments for tools/run_demo.py, e.g. DEMO_ARGS="--rerun finetune" or trailing KEY VALUE
+# overrides for the fine-tuning: DEMO_ARGS="SOLVER.MAX_ITER 5000"
+DEMO_ARGS ?=
 
 .PHONY: setup demo test lint format clean benchmark
 
@@ -19,14 +19,12 @@ $(STAMP): setup.py pyproject.toml requirements/*.txt scripts/setup_env.sh script
 	bash scripts/setup_env.sh $(VENV)
 	touch $@
 
-# Train SE-ResNet-50-FPN Faster R-CNN on the bundled synthetic dataset, evaluate (box AP), then
-# draw predictions on validation images. Everything lands in $(DEMO_DIR).
+# The production path on the bundled synthetic dataset: pretrain an SE-ResNet-18 on object crops
+# of the train split, convert it, fine-tune Faster R-CNN from it (FrozenBN, FREEZE_AT 2), evaluate
+# box AP, draw validation pictures and print a summary. Finished stages are reused on a rerun.
+# Everything lands in $(DEMO_DIR).
 demo: setup
-	$(PY) tools/train_net.py --config-file $(DEMO_CONFIG) OUTPUT_DIR $(DEMO_DIR) $(DEMO_OPTS)
-	$(PY) tools/demo.py --config-file $(DEMO_DIR)/config.yaml \
-		--input $$($(PY) -c "from se_detectron.data import default_synthetic_root as r; print(r())")/val \
-		--max-images 8 --output $(DEMO_DIR)/predictions --opts MODEL.WEIGHTS $(DEMO_DIR)/model_final.pth
-	@echo "demo outputs in $(DEMO_DIR): model_final.pth metrics.json curves.png final_results.json predictions/"
+	$(PY) tools/run_demo.py --output-dir $(DEMO_DIR) $(DEMO_ARGS)
 
 # SE-ResNet-50 vs ResNet-50 speed and memory (README "Performance"; ~40 min, on an idle machine).
 benchmark: setup

@@ -163,8 +163,8 @@ def test_torchscript_scripting(se_cfg):
         ("MODEL.SE.SHORTCUT_KERNEL", 5, "MODEL.SE.SHORTCUT_KERNEL=5"),
         (
             "MODEL.RESNETS.DEPTH",
-            34,
-            r"MODEL.RESNETS.DEPTH=34 is invalid: expected one of \(50, 101, 152\)",
+            26,
+            r"MODEL.RESNETS.DEPTH=26 is invalid: expected one of \(18, 34, 50, 101, 152\)",
         ),
         ("MODEL.RESNETS.RES5_DILATION", 3, "MODEL.RESNETS.RES5_DILATION=3"),
         ("MODEL.BACKBONE.FREEZE_AT", 7, "MODEL.BACKBONE.FREEZE_AT=7"),
@@ -208,3 +208,74 @@ def test_fpn_in_features_must_be_trunk_outputs(se_cfg):
         ValueError, match=r"MODEL.FPN.IN_FEATURES.*\['res2'\].*MODEL.RESNETS.OUT_FEATURES"
     ):
         build_backbone(se_cfg)
+
+
+@pytest.mark.parametrize("depth, params", [(18, 11_768_992), (34, 21_941_844)])
+def test_basic_block_trunks(se_cfg, depth, params):
+    """SE-ResNet-18/34: Detectron2's BasicBlock trunk (same names and shapes) plus SE units."""
+    from detectron2.modeling.backbone.resnet import BasicBlock
+
+    from se_detectron.modeling import SEBasicBlock, build_se_resnet_classifier
+
+    se_cfg.MODEL.RESNETS.DEPTH = depth
+    se_cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 64
+    plain = build_resnet_backbone(se_cfg, ShapeSpec(channels=3)).state_dict()
+    trunk = build_se_resnet(se_cfg, ShapeSpec(channels=3))
+    extra = set(trunk.state_dict()) - set(plain)
+    assert set(plain) <= set(trunk.state_dict())
+    assert extra and all(".se.fc" in k for k in extra)
+    assert all(isinstance(b, SEBasicBlock) for s in ("res2", "res5") for b in getattr(trunk, s))
+    assert {k: v.shape for k, v in trunk.state_dict().items() if k in plain} == {
+        k: v.shape for k, v in plain.items()
+    }
+    # 1000-class classifier: the paper's SE-ResNet-18/34 sizes (timm rounds the SE widths up to
+    # multiples of 8, which adds ~10k parameters there).
+    classifier = build_se_resnet_classifier(se_cfg, num_classes=1000)
+    assert sum(p.numel() for p in classifier.parameters()) == params
+    se_cfg.MODEL.SE.STAGES = ["res3"]
+    trunk = build_se_resnet(se_cfg, ShapeSpec(channels=3))
+    assert type(trunk.res2[0]) is BasicBlock and isinstance(trunk.res3[0], SEBasicBlock)
+    with torch.no_grad():
+        out = trunk.eval()(torch.randn(1, 3, 64, 64))
+    assert out["res5"].shape == (1, 512, 2, 2)
+
+
+@pytest.mark.parametrize("position", ["standard", "pre", "post", "identity"])
+def test_basic_block_positions(position):
+    from se_detectron.modeling import SEBasicBlock
+
+    torch.manual_seed(0)
+    block = SEBasicBlock(32, 64, stride=2, norm="BN", se_reduction=4, se_position=position).eval()
+    x = torch.randn(2, 32, 8, 8)
+    with torch.no_grad():
+        got = block(x)
+        se = block.se
+        shortcut = block.shortcut(x)
+        inp = x * se.excitation(x) if position == "pre" else x
+        branch = block.conv2(F.relu(block.conv1(inp)))
+        if position == "standard":
+            out = F.relu(branch * se.excitation(branch) + shortcut)
+        elif position == "identity":
+            out = F.relu(branch + shortcut * se.excitation(shortcut))
+        else:
+            out = F.relu(branch + shortcut)
+        if position == "post":
+            out = out * se.excitation(out)
+    torch.testing.assert_close(got, out)
+
+
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("MODEL.RESNETS.RES2_OUT_CHANNELS", 256, "RES2_OUT_CHANNELS=256.*64 with MODEL.RESNETS"),
+        ("MODEL.RESNETS.NUM_GROUPS", 32, "NUM_GROUPS=32"),
+        ("MODEL.RESNETS.RES5_DILATION", 2, "RES5_DILATION=2"),
+        ("MODEL.SE.POSITION", "3x3", "POSITION='3x3'"),
+    ],
+)
+def test_basic_block_config_errors_name_the_key(se_cfg, key, value, message):
+    se_cfg.MODEL.RESNETS.DEPTH = 18
+    se_cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 64
+    se_cfg.merge_from_list([key, value])
+    with pytest.raises(SEConfigError, match=message):
+        build_se_resnet(se_cfg, ShapeSpec(channels=3))

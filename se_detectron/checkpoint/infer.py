@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from ..modeling.config_check import SE_STAGE_NAMES
+from ..modeling.config_check import BASIC_DEPTHS, SE_STAGE_NAMES
 from ..modeling.se_resnet import NUM_BLOCKS_PER_STAGE
 from .formats import ConversionError
 
@@ -52,7 +52,7 @@ class SEArchitecture:
     """The trunk architecture read off a trunk-named state dict.
 
     Attributes:
-        depth: 50, 101 or 152.
+        depth: 18, 34 (basic blocks), 50, 101 or 152 (bottleneck blocks).
         block_counts: blocks in res2..res5.
         num_groups: groups of the 3x3 convs (cardinality).
         width_per_group: channels per group of res2's 3x3 convs.
@@ -140,8 +140,8 @@ def infer_architecture(state_dict: Mapping[str, Any]) -> SEArchitecture:
         :func:`validate_trunk_state_dict`.
 
     Raises:
-        ConversionError: for weights that no ``build_se_resnet`` config can hold (basic blocks
-            of ResNet-18/34, block counts other than those of depth 50/101/152, tiered stems,
+        ConversionError: for weights that no ``build_se_resnet`` config can hold (block counts
+            other than those of depth 18/34 (basic) or 50/101/152 (bottleneck), tiered stems,
             SE widths that no single reduction ratio explains ...).
     """
     sd = state_dict
@@ -172,31 +172,35 @@ def infer_architecture(state_dict: Mapping[str, Any]) -> SEArchitecture:
         if idx != set(range(len(idx))):
             raise ConversionError(f"{name} block indices are not contiguous: {sorted(idx)}")
         counts.append(len(idx))
-    if "res2.0.conv3.weight" not in sd and "res2.0.conv2.weight" in sd:
-        raise ConversionError(
-            "the blocks have two convs (BasicBlock, as ResNet-18/34): the SE trunk is made of "
-            "bottleneck blocks (depth 50/101/152)"
-        )
-    depth = next((d for d, c in NUM_BLOCKS_PER_STAGE.items() if tuple(c) == tuple(counts)), None)
+    basic = "res2.0.conv3.weight" not in sd  # two 3x3 convs per block: ResNet-18/34
+    depths = {d: c for d, c in NUM_BLOCKS_PER_STAGE.items() if (d in BASIC_DEPTHS) == basic}
+    depth = next((d for d, c in depths.items() if tuple(c) == tuple(counts)), None)
     if depth is None:
-        known = ", ".join(f"{d}: {'-'.join(map(str, c))}" for d, c in NUM_BLOCKS_PER_STAGE.items())
-        total = 3 * sum(counts) + 2
+        known = ", ".join(f"{d}: {'-'.join(map(str, c))}" for d, c in depths.items())
+        total = (2 if basic else 3) * sum(counts) + 2
+        kind = "basic" if basic else "bottleneck"
         raise ConversionError(
-            f"blocks per stage {'-'.join(map(str, counts))} (a depth-{total} network) are not "
-            f"supported by MODEL.RESNETS.DEPTH; the SE trunk knows {known}"
+            f"{kind} blocks per stage {'-'.join(map(str, counts))} (a depth-{total} network) are "
+            f"not supported by MODEL.RESNETS.DEPTH; the SE trunk knows {known}"
         )
 
-    # Bottleneck widths.
     c1, c2 = _shape(sd, "res2.0.conv1.weight"), _shape(sd, "res2.0.conv2.weight")
-    bottleneck, conv1_out = c2[0], c1[0]
-    if conv1_out % c2[1]:
-        raise ConversionError(f"res2.0.conv2.weight {c2} does not divide conv1's {conv1_out} ch")
-    groups = conv1_out // c2[1]
-    if bottleneck % groups:
-        raise ConversionError(f"res2.0.conv2 width {bottleneck} is not a multiple of {groups}")
-    width_per_group = bottleneck // groups
-    ratio = conv1_out / bottleneck
-    res2_out = _shape(sd, "res2.0.conv3.weight")[0]
+    if basic:
+        # Basic blocks: no grouped 3x3 conv, no bottleneck; Detectron2's R18/R34 defaults.
+        groups, width_per_group, ratio = 1, 64, 1.0
+        res2_out = bottleneck = c2[0]
+    else:
+        bottleneck, conv1_out = c2[0], c1[0]
+        if conv1_out % c2[1]:
+            raise ConversionError(
+                f"res2.0.conv2.weight {c2} does not divide conv1's {conv1_out} ch"
+            )
+        groups = conv1_out // c2[1]
+        if bottleneck % groups:
+            raise ConversionError(f"res2.0.conv2 width {bottleneck} is not a multiple of {groups}")
+        width_per_group = bottleneck // groups
+        ratio = conv1_out / bottleneck
+        res2_out = _shape(sd, "res2.0.conv3.weight")[0]
     shortcut_kernel = _shape(sd, "res3.0.shortcut.weight")[-1]
 
     # SE units.
@@ -355,6 +359,12 @@ def source_settings(
         "MODEL.SE.GATE": "sigmoid",
     }
     if source == "cadene":
+        if arch.depth in BASIC_DEPTHS:
+            raise ConversionError(
+                "Cadene / timm legacy_seresnet18/34 basic blocks apply a ReLU before the SE unit "
+                "(relu(bn2(conv2)) is recalibrated), which Detectron2's BasicBlock does not have: "
+                "their features cannot be reproduced by MODEL.RESNETS.DEPTH 18/34"
+            )
         settings["MODEL.RESNETS.STRIDE_IN_1X1"] = (
             arch.num_groups == 1 and arch.conv1_width_ratio == 1.0
         )

@@ -53,7 +53,8 @@ def plot_training_curves(metrics_file: str, out_file: str) -> str:
             ax_loss.plot(*zip(*points), label=key, linewidth=1.5 if key == "total_loss" else 1)
     ax_loss.set(xlabel="iteration", ylabel="loss", title="training losses")
     ax_loss.set_yscale("log")
-    ax_loss.legend(fontsize=8)
+    if ax_loss.lines:
+        ax_loss.legend(fontsize=8)
     ax_loss.grid(alpha=0.3)
 
     for key in AP_KEYS:
@@ -61,7 +62,12 @@ def plot_training_curves(metrics_file: str, out_file: str) -> str:
         if points:
             ax_ap.plot(*zip(*points), marker="o", label=f"box {key}")
     ax_ap.set(xlabel="iteration", ylabel="AP (%)", title="validation box AP", ylim=(0, 100))
-    ax_ap.legend(fontsize=8)
+    if ax_ap.lines:
+        ax_ap.legend(fontsize=8)
+    else:  # no evaluation yet (or TEST.EVAL_PERIOD 0: only at the end)
+        ax_ap.text(
+            0.5, 0.5, "no evaluation yet", ha="center", va="center", transform=ax_ap.transAxes
+        )
     ax_ap.grid(alpha=0.3)
     fig.tight_layout()
     atomic_save_figure(fig, out_file, dpi=100)

@@ -6,6 +6,7 @@ from .se_fpn import build_retinanet_se_resnet_fpn_backbone, build_se_resnet_fpn_
 from .se_resnet import (
     CeilPoolBasicStem,
     DeepStem,
+    SEBasicBlock,
     SEBottleneckBlock,
     build_se_resnet,
     build_se_resnet_backbone,
@@ -16,6 +17,7 @@ __all__ = [
     "SE_STAGE_NAMES",
     "CeilPoolBasicStem",
     "DeepStem",
+    "SEBasicBlock",
     "SEBottleneckBlock",
     "SEConfigError",
     "build_retinanet_se_resnet_fpn_backbone",

@@ -2,12 +2,24 @@
 
 from ..layers.se import SE_GATES, SE_SQUEEZES
 
-__all__ = ["SE_POSITIONS", "SE_STAGE_NAMES", "SE_STEMS", "SEConfigError", "check_se_config"]
+__all__ = [
+    "BASIC_DEPTHS",
+    "BASIC_SE_POSITIONS",
+    "SE_DEPTHS",
+    "SE_POSITIONS",
+    "SE_STAGE_NAMES",
+    "SE_STEMS",
+    "SEConfigError",
+    "check_se_config",
+]
 
 SE_POSITIONS = ("standard", "pre", "post", "identity", "3x3")
+# A basic block (ResNet-18/34) has no 3x3 conv between two 1x1 convs.
+BASIC_SE_POSITIONS = ("standard", "pre", "post", "identity")
 SE_STAGE_NAMES = ("res2", "res3", "res4", "res5")
 SE_STEMS = ("basic", "deep")
-SE_DEPTHS = (50, 101, 152)
+SE_DEPTHS = (18, 34, 50, 101, 152)
+BASIC_DEPTHS = (18, 34)
 
 
 class SEConfigError(ValueError):
@@ -37,9 +49,10 @@ def check_se_config(cfg):
         raise _bad(
             "MODEL.RESNETS.DEPTH",
             res.DEPTH,
-            f"one of {SE_DEPTHS}: SE trunks are made of bottleneck blocks (depth 18/34 use "
-            "BasicBlock; use Detectron2's build_resnet_backbone for those)",
+            f"one of {SE_DEPTHS} (18/34: basic blocks, 50/101/152: bottleneck blocks)",
         )
+    if res.DEPTH in BASIC_DEPTHS:
+        _check_basic_block_config(cfg)
     if res.RES5_DILATION not in (1, 2):
         raise _bad("MODEL.RESNETS.RES5_DILATION", res.RES5_DILATION, "1 or 2")
     if res.NUM_GROUPS < 1 or res.WIDTH_PER_GROUP < 1:
@@ -102,6 +115,24 @@ def check_se_config(cfg):
                 f"at most {channels}: the SE units of {name} (position {se.POSITION!r}) see "
                 f"{channels} channels and C/r must be at least 1",
             )
+
+
+def _check_basic_block_config(cfg):
+    """The keys a basic-block trunk (depth 18/34) cannot honour, as Detectron2's R18/R34."""
+    res, se = cfg.MODEL.RESNETS, cfg.MODEL.SE
+    depth = f"with MODEL.RESNETS.DEPTH={res.DEPTH} (basic blocks)"
+    if res.RES2_OUT_CHANNELS != 64:
+        raise _bad("MODEL.RESNETS.RES2_OUT_CHANNELS", res.RES2_OUT_CHANNELS, f"64 {depth}")
+    if res.RES5_DILATION != 1:
+        raise _bad("MODEL.RESNETS.RES5_DILATION", res.RES5_DILATION, f"1 {depth}")
+    if res.NUM_GROUPS != 1:
+        raise _bad("MODEL.RESNETS.NUM_GROUPS", res.NUM_GROUPS, f"1 {depth}")
+    if se.POSITION not in BASIC_SE_POSITIONS:
+        raise _bad("MODEL.SE.POSITION", se.POSITION, f"one of {BASIC_SE_POSITIONS} {depth}")
+    if se.CONV1_WIDTH_RATIO != 1.0:
+        raise _bad("MODEL.SE.CONV1_WIDTH_RATIO", se.CONV1_WIDTH_RATIO, f"1.0 {depth}")
+    if se.SHORTCUT_KERNEL != 1:
+        raise _bad("MODEL.SE.SHORTCUT_KERNEL", se.SHORTCUT_KERNEL, f"1 {depth}")
 
 
 def _se_channels(cfg, stage_idx):

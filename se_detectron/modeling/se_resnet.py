@@ -1,7 +1,8 @@
 """SE-ResNet / SE-ResNeXt / SENet-154 trunks built from Detectron2's own ResNet.
 
 Only what Squeeze-and-Excitation needs is added here: :class:`SEBottleneckBlock` (Detectron2's
-``BottleneckBlock`` plus an SE unit at one of the paper's integration positions) and
+``BottleneckBlock`` plus an SE unit at one of the paper's integration positions),
+:class:`SEBasicBlock` (the same for Detectron2's two-conv ``BasicBlock`` of ResNet-18/34) and
 :class:`DeepStem` (SENet-154's three-conv stem). Stages are made with ``ResNet.make_stage`` and
 assembled by Detectron2's ``ResNet``, so module names, ``freeze_at``, ``out_features`` and
 ``output_shape()`` behave exactly like ``build_resnet_backbone``.
@@ -12,24 +13,33 @@ from typing import List, Optional
 import torch
 from detectron2.layers import CNNBlockBase, Conv2d, ShapeSpec, get_norm
 from detectron2.modeling import BACKBONE_REGISTRY
-from detectron2.modeling.backbone.resnet import BasicStem, BottleneckBlock, ResNet
+from detectron2.modeling.backbone.resnet import BasicBlock, BasicStem, BottleneckBlock, ResNet
 from fvcore.nn import weight_init
 from torch.nn import functional as F
 
 from ..layers import SqueezeExcitation
-from .config_check import SE_POSITIONS, SE_STAGE_NAMES, check_se_config
+from .config_check import BASIC_SE_POSITIONS, SE_POSITIONS, SE_STAGE_NAMES, check_se_config
 
 __all__ = [
     "SE_POSITIONS",
     "DeepStem",
+    "SEBasicBlock",
     "SEBottleneckBlock",
     "build_se_resnet",
     "build_se_resnet_backbone",
 ]
 
 
-# Blocks per stage for the bottleneck depths (ResNet paper Table 1).
-NUM_BLOCKS_PER_STAGE = {50: [3, 4, 6, 3], 101: [3, 4, 23, 3], 152: [3, 8, 36, 3]}
+# Blocks per stage (ResNet paper Table 1): depths 18/34 are made of two-conv basic blocks, the
+# others of bottleneck blocks.
+NUM_BLOCKS_PER_STAGE = {
+    18: [2, 2, 2, 2],
+    34: [3, 4, 6, 3],
+    50: [3, 4, 6, 3],
+    101: [3, 4, 23, 3],
+    152: [3, 8, 36, 3],
+}
+BASIC_BLOCK_DEPTHS = (18, 34)
 
 
 class SEBottleneckBlock(BottleneckBlock):
@@ -157,6 +167,69 @@ class SEBottleneckBlock(BottleneckBlock):
         return out
 
 
+class SEBasicBlock(BasicBlock):
+    """Detectron2's two-conv basic block (ResNet-18/34) with a Squeeze-and-Excitation unit.
+
+    The SE unit recalibrates the residual branch before the addition (the paper's standard
+    position, as timm's ``seresnet18/34``), or sits at the ``pre``, ``post`` or ``identity``
+    position of Fig. 5. Parameter names are ``BasicBlock``'s plus ``se.fc1`` / ``se.fc2``.
+
+    Args:
+        in_channels: input channels.
+        out_channels: output channels (of both 3x3 convs).
+        stride: stride of the first 3x3 conv and of the projection shortcut.
+        norm: normalization of every conv, see ``detectron2.layers.get_norm``.
+        se_reduction: reduction ratio r.
+        se_squeeze: ``"avg"`` or ``"max"``.
+        se_gate: ``"sigmoid"``, ``"tanh"`` or ``"relu"``.
+        se_bias: biases in the excitation FC layers.
+        se_position: ``"standard"``, ``"pre"``, ``"post"`` or ``"identity"`` (a basic block has
+            no 3x3-between-1x1s position).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        *,
+        stride: int = 1,
+        norm="BN",
+        se_reduction: int = 16,
+        se_squeeze: str = "avg",
+        se_gate: str = "sigmoid",
+        se_bias: bool = True,
+        se_position: str = "standard",
+    ):
+        super().__init__(in_channels, out_channels, stride=stride, norm=norm)
+        if se_position not in BASIC_SE_POSITIONS:
+            raise ValueError(
+                f"SE position of a basic block must be one of {BASIC_SE_POSITIONS}, "
+                f"got {se_position!r}"
+            )
+        self.se_position = se_position
+        se_channels = in_channels if se_position == "pre" else out_channels
+        self.se = SqueezeExcitation(
+            se_channels, reduction=se_reduction, squeeze=se_squeeze, gate=se_gate, bias=se_bias
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        position = self.se_position
+        shortcut = x if self.shortcut is None else self.shortcut(x)
+        out = self.se(x) if position == "pre" else x
+        out = F.relu_(self.conv1(out))
+        out = self.conv2(out)
+        if position == "standard":
+            out = self.se.scale_add(out, shortcut, inplace=True)
+        elif position == "identity":
+            out = self.se.scale_add(shortcut, out)
+        else:
+            out = out + shortcut
+        out = F.relu_(out)
+        if position == "post":
+            out = self.se(out, inplace=True)
+        return out
+
+
 class DeepStem(CNNBlockBase):
     """SENet-154's stem: three 3x3 convs replace the 7x7 conv (paper appendix), then max-pool.
 
@@ -252,6 +325,7 @@ def build_se_resnet(cfg, input_shape: ShapeSpec, num_classes: Optional[int] = No
 
     in_channels = stem_out_channels
     bottleneck_channels = num_groups * width_per_group
+    basic = depth in BASIC_BLOCK_DEPTHS
     stages: List[List[CNNBlockBase]] = []
     for idx, (name, num_blocks) in enumerate(zip(SE_STAGE_NAMES, NUM_BLOCKS_PER_STAGE[depth])):
         # res5_dilation is used this way as a convention in R-FCN & Deformable Conv paper
@@ -262,22 +336,27 @@ def build_se_resnet(cfg, input_shape: ShapeSpec, num_classes: Optional[int] = No
             "stride_per_block": [first_stride] + [1] * (num_blocks - 1),
             "in_channels": in_channels,
             "out_channels": out_channels,
-            "bottleneck_channels": bottleneck_channels,
-            "num_groups": num_groups,
             "norm": norm,
-            "stride_in_1x1": stride_in_1x1,
-            "dilation": dilation,
         }
-        if name in se_stages:
-            conv1_channels = int(round(bottleneck_channels * conv1_ratio))
-            stage_kwargs.update(
-                block_class=SEBottleneckBlock,
-                conv1_channels=conv1_channels,
-                shortcut_kernel_size=shortcut_kernel if idx > 0 else 1,
-                **se_kwargs,
-            )
+        if basic:  # BasicBlock takes no bottleneck/group/dilation arguments (as Detectron2's)
+            stage_kwargs["block_class"] = BasicBlock
+            if name in se_stages:
+                stage_kwargs.update(block_class=SEBasicBlock, **se_kwargs)
         else:
-            stage_kwargs["block_class"] = BottleneckBlock
+            stage_kwargs.update(
+                bottleneck_channels=bottleneck_channels,
+                num_groups=num_groups,
+                stride_in_1x1=stride_in_1x1,
+                dilation=dilation,
+                block_class=BottleneckBlock,
+            )
+            if name in se_stages:
+                stage_kwargs.update(
+                    block_class=SEBottleneckBlock,
+                    conv1_channels=int(round(bottleneck_channels * conv1_ratio)),
+                    shortcut_kernel_size=shortcut_kernel if idx > 0 else 1,
+                    **se_kwargs,
+                )
         stages.append(ResNet.make_stage(**stage_kwargs))
         in_channels = out_channels
         out_channels *= 2

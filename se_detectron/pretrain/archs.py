@@ -22,6 +22,7 @@ def _trunk(
     groups: int = 1,
     width: int = 64,
     stride_in_1x1: bool = True,
+    res2_out: int = 256,
     **senet154: Any,
 ) -> Dict[str, Any]:
     overrides = {
@@ -30,7 +31,7 @@ def _trunk(
         "MODEL.RESNETS.WIDTH_PER_GROUP": width,
         "MODEL.RESNETS.STRIDE_IN_1X1": stride_in_1x1,
         "MODEL.RESNETS.STEM_OUT_CHANNELS": 64,
-        "MODEL.RESNETS.RES2_OUT_CHANNELS": 256,
+        "MODEL.RESNETS.RES2_OUT_CHANNELS": res2_out,
         "MODEL.SE.STEM": "basic",
         "MODEL.SE.STEM_CEIL_POOL": False,
         "MODEL.SE.CONV1_WIDTH_RATIO": 1.0,
@@ -42,6 +43,9 @@ def _trunk(
 
 #: Architecture name -> ``{"FULL.CONFIG.KEY": value}`` overrides describing its trunk.
 ARCHS: Dict[str, Dict[str, Any]] = {
+    # Basic-block trunks: two 3x3 convs per block, 64 channels out of res2 (as Detectron2's R18).
+    "se_resnet18": _trunk(18, res2_out=64),
+    "se_resnet34": _trunk(34, res2_out=64),
     "se_resnet50": _trunk(50),
     "se_resnet101": _trunk(101),
     "se_resnet152": _trunk(152),

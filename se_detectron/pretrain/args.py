@@ -57,8 +57,9 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     g.add_argument(
         "--data-path",
         default=DIGITS_NAME,
-        help="ImageNet-layout root with train/<class>/* and val/<class>/*, or 'digits' for the "
-        "embedded scikit-learn digits (pass ./digits for a folder of that name)",
+        help="ImageNet-layout root with train/<class>/* and val/<class>/*, 'digits' for the "
+        "embedded scikit-learn digits, or 'synthetic-crops' for object crops of the synthetic "
+        "detection set's train split (pass ./digits for a folder of that name)",
     )
     g.add_argument(
         "--digits-root",
@@ -67,10 +68,18 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     )
     g.add_argument("--digits-size", type=int, default=32, help="side of the digits images")
     g.add_argument(
+        "--crops-root",
+        default=None,
+        help="where 'synthetic-crops' is written (default $DETECTRON2_DATASETS/se_synthetic_crops)",
+    )
+    g.add_argument(
+        "--crops-size", type=int, default=64, help="side of the 'synthetic-crops' images"
+    )
+    g.add_argument(
         "--train-crop-size",
         type=int,
         default=None,
-        help="RandomResizedCrop size (default 224; digits: --digits-size)",
+        help="RandomResizedCrop size (default 224; digits/crops: --digits-size/--crops-size)",
     )
     g.add_argument(
         "--val-resize-size",
@@ -88,7 +97,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
         "--random-resize-min-scale",
         type=float,
         default=None,
-        help="smallest RandomResizedCrop area fraction (default 0.08; digits: 0.5)",
+        help="smallest RandomResizedCrop area fraction (default 0.08; digits: 0.5, crops: 0.35)",
     )
     g.add_argument(
         "--hflip",

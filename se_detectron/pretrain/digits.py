@@ -22,6 +22,8 @@ from typing import Any, Dict, Optional
 
 import numpy as np
 
+from ..utils.atomic import swap_directory_into_place
+
 __all__ = ["DIGITS_NAME", "default_digits_root", "digits_manifest", "write_digits_dataset"]
 
 #: The value of ``--data-path`` that selects this data set.
@@ -137,26 +139,10 @@ def write_digits_dataset(
         with open(os.path.join(tmp, MANIFEST), "w") as f:
             json.dump(manifest, f, indent=2, sort_keys=True)
         os.chmod(tmp, 0o755)
-        _swap_into_place(tmp, root)
+        swap_directory_into_place(
+            tmp, root, same=lambda a, b: _read_manifest(a) == _read_manifest(b)
+        )
     finally:
         if os.path.exists(tmp):
             shutil.rmtree(tmp, ignore_errors=True)
     return root
-
-
-def _swap_into_place(tmp: str, root: str) -> None:
-    """Rename the finished folder ``tmp`` to ``root``, replacing an outdated digits folder."""
-    old = None
-    if os.path.exists(root):
-        old = tempfile.mkdtemp(prefix=f".{os.path.basename(root)}.old-", dir=os.path.dirname(root))
-        os.rmdir(old)
-        os.rename(root, old)
-    try:
-        os.rename(tmp, root)
-    except OSError:
-        # Another process finished first with a folder of its own: keep the one in place if it
-        # has the same parameters, else put ours there.
-        if _read_manifest(root) != _read_manifest(tmp):
-            raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)

@@ -22,6 +22,11 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torchvision.transforms import v2
 
 from .. import get_se_cfg
+from ..data.synthetic_crops import (
+    SYNTHETIC_CROPS_NAME,
+    default_synthetic_crops_root,
+    write_synthetic_crops,
+)
 from ..engine.optimizer import fused_kernel_args
 from ..modeling import build_se_resnet_classifier
 from .archs import apply_arch, find_arch
@@ -132,6 +137,14 @@ def _resolve_data(args, dist: DistInfo) -> Dict[str, Any]:
         size = args.digits_size
         defaults = {"train_crop": size, "val_resize": size, "val_crop": size}
         defaults.update(hflip=False, min_scale=0.5)
+    elif args.data_path == SYNTHETIC_CROPS_NAME:
+        root = os.path.abspath(args.crops_root or default_synthetic_crops_root())
+        if dist.local_rank == 0:
+            write_synthetic_crops(root, crop_size=args.crops_size)
+        barrier()
+        size = args.crops_size
+        defaults = {"train_crop": size, "val_resize": size, "val_crop": size}
+        defaults.update(hflip=True, min_scale=0.35)
     else:
         root = args.data_path
         defaults = {"train_crop": 224, "val_resize": 256, "val_crop": 224}

@@ -7,10 +7,11 @@ in the destination folder, flushed to disk, then renamed over the destination.
 
 import json
 import os
+import shutil
 import tempfile
-from typing import IO, Any, Callable
+from typing import IO, Any, Callable, Optional
 
-__all__ = ["atomic_save_figure", "atomic_write", "atomic_write_json"]
+__all__ = ["atomic_save_figure", "atomic_write", "atomic_write_json", "swap_directory_into_place"]
 
 
 def atomic_write(path: str, write: Callable[[IO], None], binary: bool = True) -> None:
@@ -49,6 +50,34 @@ def atomic_save_figure(fig, path: str, **savefig_kwargs) -> None:
     """``fig.savefig`` to ``path`` atomically; the format is taken from ``path``'s extension."""
     fmt = os.path.splitext(path)[1].lstrip(".") or "png"
     atomic_write(path, lambda f: fig.savefig(f, format=fmt, **savefig_kwargs))
+
+
+def swap_directory_into_place(
+    tmp: str, root: str, same: Optional[Callable[[str, str], bool]] = None
+) -> None:
+    """Rename the finished folder ``tmp`` to ``root``, replacing an outdated ``root``.
+
+    A reader sees either the old folder or the complete new one, never a half-written one.
+
+    Args:
+        tmp: the complete new folder, in the same parent folder as ``root``.
+        root: the destination.
+        same: ``same(root, tmp)`` tells whether a folder that another process put at ``root``
+            in the meantime is equivalent to ``tmp`` (then it is kept); without it such a race
+            raises the ``OSError``.
+    """
+    old = None
+    if os.path.exists(root):
+        old = tempfile.mkdtemp(prefix=f".{os.path.basename(root)}.old-", dir=os.path.dirname(root))
+        os.rmdir(old)
+        os.rename(root, old)
+    try:
+        os.rename(tmp, root)
+    except OSError:
+        if same is None or not same(root, tmp):
+            raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def _umask() -> int:

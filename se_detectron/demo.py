@@ -1,0 +1,279 @@
+"""``make demo``: the production path, end to end, on the bundled synthetic dataset.
+
+A COCO user pretrains (or downloads) an ImageNet trunk, converts it, fine-tunes Faster R-CNN from
+it with FrozenBN and ``FREEZE_AT 2``, and evaluates. Nothing can be downloaded here, so the demo
+runs the same tools in the same order on data the package makes itself:
+
+1. ``pretrain``: ``tools/pretrain_imagenet.py --data-path synthetic-crops``: an SE-ResNet-18
+   classifier on object crops of the synthetic *train* split (its held-out accuracy is measured on
+   crops of train images it never saw; the detection val split is never read);
+2. ``convert``: ``tools/convert_pretrained.py`` turns its best checkpoint into a Detectron2 ``.pkl``
+   (trunk names, the config the weights need);
+3. ``finetune``: ``tools/train_net.py`` trains Faster R-CNN from it
+   (``configs/Synthetic/faster_rcnn_SE_R_18_FPN_synthetic.yaml``: FrozenBN, ``FREEZE_AT 2``) and
+   evaluates COCO box AP on ``se_synthetic_val`` at the end;
+4. ``predict``: ``tools/demo.py`` draws the detections on validation pictures.
+
+Each stage runs as its own process (the command is printed first, so it can be rerun by hand) and
+shows its own progress; a stage whose outputs are complete is reused on the next run (``--rerun``
+redoes a stage and those after it). An interrupted stage continues where it stopped (both training
+tools resume). The summary (box AP, minutes per stage, detections per picture, where every output
+is) is printed at the end and written to ``OUTPUT/summary.json``. A visible GPU is used by every
+stage.
+"""
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence
+
+from .utils.atomic import atomic_write_json
+
+__all__ = [
+    "DEMO_CONFIG",
+    "DEMO_PRETRAIN_ARGS",
+    "STAGES",
+    "DemoError",
+    "DemoPlan",
+    "format_summary",
+    "run_demo",
+]
+
+STAGES = ("pretrain", "convert", "finetune", "predict")
+DEMO_CONFIG = "configs/Synthetic/faster_rcnn_SE_R_18_FPN_synthetic.yaml"
+#: The pretraining recipe (SGD, cosine with warmup, label smoothing) on 64 px object crops.
+DEMO_PRETRAIN_ARGS = (
+    "--data-path synthetic-crops --arch se_resnet18 --crops-size 48",
+    "--batch-size 64 --lr 0.04 --lr-scheduler cosine --random-resize-min-scale 0.5",
+    "--lr-warmup-epochs 2 --lr-warmup-decay 0.1",
+    "--label-smoothing 0.1 --epochs 16 --workers 0",
+)
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_DONE = "stage_done.json"
+
+
+class DemoError(RuntimeError):
+    """A demo stage failed or its inputs are missing; the message names the stage and file."""
+
+
+@dataclass
+class DemoPlan:
+    """What the demo runs, and where its outputs go.
+
+    Args:
+        output_dir: everything lands below it (``pretrain/``, ``pretrained/``, ``finetune/``,
+            ``predictions/``, ``summary.json``).
+        device: ``"cuda"`` or ``"cpu"``; None picks CUDA when it is available.
+        pretrain_args: arguments of ``tools/pretrain_imagenet.py`` (without ``--output-dir``,
+            ``--device`` and ``--resume``, which the demo sets).
+        config_file: the detection config of the fine-tuning.
+        finetune_opts: extra ``KEY VALUE`` overrides for ``tools/train_net.py``.
+        num_pictures: validation pictures drawn by the predict stage.
+        python: the interpreter that runs the tools.
+    """
+
+    output_dir: str = "output/demo"
+    device: Optional[str] = None
+    pretrain_args: List[str] = field(
+        default_factory=lambda: shlex.split(" ".join(DEMO_PRETRAIN_ARGS))
+    )
+    config_file: str = DEMO_CONFIG
+    finetune_opts: List[str] = field(default_factory=list)
+    num_pictures: int = 12
+    python: str = sys.executable
+
+    def __post_init__(self):
+        if self.device is None:
+            import torch
+
+            self.device = "cuda" if torch.cuda.is_available() else "cpu"
+
+    def path(self, *parts: str) -> str:
+        return os.path.join(self.output_dir, *parts)
+
+    @property
+    def trunk_weights(self) -> str:
+        return self.path("pretrained", "SE-R-18-synthetic-crops.pkl")
+
+    def commands(self) -> Dict[str, List[str]]:
+        """The command line of every stage."""
+        from .data.synthetic import default_synthetic_root
+
+        tool = lambda name: os.path.join(_REPO, "tools", name)  # noqa: E731
+        finetune_dir = self.path("finetune")
+        return {
+            "pretrain": [self.python, tool("pretrain_imagenet.py"), *self.pretrain_args]
+            + ["--device", self.device, "--output-dir", self.path("pretrain"), "--resume", "auto"],
+            "convert": [
+                self.python,
+                tool("convert_pretrained.py"),
+                self.path("pretrain", "best.pth"),
+                self.trunk_weights,
+            ],
+            "finetune": [
+                self.python,
+                tool("train_net.py"),
+                "--config-file",
+                self.config_file,
+                "--resume",
+                "OUTPUT_DIR",
+                finetune_dir,
+                "MODEL.WEIGHTS",
+                self.trunk_weights,
+                "MODEL.DEVICE",
+                self.device,
+                *self.finetune_opts,
+            ],
+            "predict": [
+                self.python,
+                tool("demo.py"),
+                "--config-file",
+                os.path.join(finetune_dir, "config.yaml"),
+                "--input",
+                os.path.join(default_synthetic_root(), "val"),
+                "--max-images",
+                str(self.num_pictures),
+                "--output",
+                self.path("predictions"),
+                "--opts",
+                "MODEL.WEIGHTS",
+                os.path.join(finetune_dir, "model_final.pth"),
+                "MODEL.DEVICE",
+                self.device,
+            ],
+        }
+
+    def outputs(self) -> Dict[str, List[str]]:
+        """The files whose existence makes a stage complete."""
+        return {
+            "pretrain": [self.path("pretrain", "best.pth")],
+            "convert": [self.trunk_weights],
+            "finetune": [
+                self.path("finetune", "model_final.pth"),
+                self.path("finetune", "final_results.json"),
+            ],
+            "predict": [self.path("predictions", "detections.json")],
+        }
+
+
+def _marker(plan: DemoPlan, stage: str) -> str:
+    return plan.path(f"{stage}.{_DONE}")
+
+
+def _is_done(plan: DemoPlan, stage: str, command: Sequence[str]) -> bool:
+    try:
+        with open(_marker(plan, stage)) as f:
+            record = json.load(f)
+    except (OSError, ValueError):
+        return False
+    return record.get("command") == list(command) and all(
+        os.path.isfile(p) for p in plan.outputs()[stage]
+    )
+
+
+def _run_stage(plan: DemoPlan, stage: str, command: List[str], env: Dict[str, str]) -> float:
+    print(f"\n[demo] stage {stage}: {shlex.join(command)}", flush=True)
+    start = time.perf_counter()
+    result = subprocess.run(command, env=env, cwd=_REPO)
+    seconds = time.perf_counter() - start
+    if result.returncode != 0:
+        raise DemoError(
+            f"stage {stage!r} failed (exit {result.returncode}) after {seconds:.0f} s; its output "
+            "is above. Rerunning the demo continues from this stage. Command: "
+            + shlex.join(command)
+        )
+    missing = [p for p in plan.outputs()[stage] if not os.path.isfile(p)]
+    if missing:
+        raise DemoError(f"stage {stage!r} finished but did not write {', '.join(missing)}")
+    atomic_write_json(_marker(plan, stage), {"command": command, "seconds": seconds}, indent=1)
+    return seconds
+
+
+def run_demo(plan: DemoPlan, rerun: Optional[str] = None) -> Dict:
+    """Run (or reuse) every stage, then write and return the summary.
+
+    Args:
+        plan: what to run.
+        rerun: a stage name (or ``"all"``): redo that stage and every later one even if its
+            outputs are complete.
+
+    Returns:
+        dict: the summary (see :func:`format_summary`), also written to ``summary.json``.
+
+    Raises:
+        DemoError: naming the stage that failed.
+    """
+    if rerun is not None and rerun != "all" and rerun not in STAGES:
+        raise DemoError(f"--rerun {rerun!r}: expected 'all' or one of {', '.join(STAGES)}")
+    forced_from = 0 if rerun == "all" else STAGES.index(rerun) if rerun else len(STAGES)
+    os.makedirs(plan.output_dir, exist_ok=True)
+    paths = [_REPO] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(paths))
+    stages, redo = {}, False
+    for index, (stage, command) in enumerate(plan.commands().items()):
+        # A stage reruns if asked to, if it is not complete, or if an earlier stage reran.
+        redo = redo or index >= forced_from or not _is_done(plan, stage, command)
+        if redo:
+            stages[stage] = {"seconds": _run_stage(plan, stage, command, env), "reused": False}
+        else:
+            with open(_marker(plan, stage)) as f:
+                seconds = json.load(f)["seconds"]
+            print(f"[demo] stage {stage}: reused (done in {seconds / 60:.1f} min)", flush=True)
+            stages[stage] = {"seconds": seconds, "reused": True}
+    summary = _summarize(plan, stages)
+    atomic_write_json(plan.path("summary.json"), summary, indent=2)
+    print("\n" + format_summary(summary), flush=True)
+    return summary
+
+
+def _summarize(plan: DemoPlan, stages: Dict) -> Dict:
+    with open(plan.path("finetune", "final_results.json")) as f:
+        results = json.load(f)
+    dataset, per_task = next(iter(results.items()))
+    with open(plan.path("predictions", "detections.json")) as f:
+        pictures = json.load(f)
+    with open(plan.path("pretrain", "metrics.jsonl")) as f:
+        pretrain_top1 = max(json.loads(line)["val_top1"] for line in f if line.strip())
+    return {
+        "dataset": dataset,
+        "bbox": {k: per_task["bbox"][k] for k in ("AP", "AP50", "AP75", "APs", "APm", "APl")},
+        "pretrain_val_top1": pretrain_top1,
+        "device": plan.device,
+        "stages": stages,
+        "total_minutes": sum(s["seconds"] for s in stages.values()) / 60,
+        "detections_per_picture": [len(p["detections"]) for p in pictures],
+        "outputs": {
+            "pretraining": plan.path("pretrain"),
+            "trunk_weights": plan.trunk_weights,
+            "detector": plan.path("finetune", "model_final.pth"),
+            "metrics": plan.path("finetune", "metrics.json"),
+            "curves": plan.path("finetune", "curves.png"),
+            "evaluation": plan.path("finetune", "final_results.json"),
+            "pictures": plan.path("predictions"),
+        },
+    }
+
+
+def format_summary(summary: Dict) -> str:
+    """The summary as the lines the demo prints last."""
+    box = summary["bbox"]
+    counts = summary["detections_per_picture"]
+    with_boxes = sum(1 for c in counts if c)
+    lines = [
+        f"[demo] box AP on {summary['dataset']}: AP {box['AP']:.1f} | AP50 {box['AP50']:.1f} | "
+        f"AP75 {box['AP75']:.1f} (pretraining held-out top-1 {summary['pretrain_val_top1']:.1f}%)",
+        "[demo] minutes per stage: "
+        + ", ".join(
+            f"{name} {s['seconds'] / 60:.1f}" + (" (reused)" if s["reused"] else "")
+            for name, s in summary["stages"].items()
+        )
+        + f"; total {summary['total_minutes']:.1f} on {summary['device']}",
+        f"[demo] detections per picture (score >= 0.5): {counts}; {with_boxes} of {len(counts)} "
+        "pictures show boxes",
+    ]
+    lines += [f"[demo]   {name}: {path}" for name, path in summary["outputs"].items()]
+    return "\n".join(lines)
