@@ -6,7 +6,15 @@ Importing the package registers the SE backbones in Detectron2's ``BACKBONE_REGI
 before merging one of the files under ``configs/``.
 """
 
+import warnings
+
 __version__ = "0.1.0"
+
+# fvcore (imported by Detectron2) calls the deprecated torch.jit.script at import time; the
+# FutureWarning it prints twice is about fvcore's code, not the user's.
+warnings.filterwarnings(
+    "ignore", message=r".*torch\.jit\.script.*deprecated", category=FutureWarning
+)
 
 try:
     import detectron2  # noqa: F401

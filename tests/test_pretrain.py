@@ -251,7 +251,8 @@ def test_digits_writer(tmp_path):
 
 def test_arch_table():
     assert set(ARCH_NAMES) == {
-        "se_resnet50", "se_resnet101", "se_resnet152", "se_resnext50_32x4d",
+        "se_resnet18", "se_resnet34", "se_resnet50", "se_resnet101", "se_resnet152",
+        "se_resnext50_32x4d",
         "se_resnext101_32x4d", "se_resnext101_64x4d", "senet154",
     }  # fmt: skip
     for name in ARCH_NAMES:
@@ -264,6 +265,8 @@ def test_arch_table():
     assert s154["MODEL.RESNETS.STEM_OUT_CHANNELS"] == 128
     assert s154["MODEL.SE.CONV1_WIDTH_RATIO"] == 0.5 and s154["MODEL.SE.STEM_CEIL_POOL"] is True
     assert arch_overrides("se_resnet101")["MODEL.RESNETS.STRIDE_IN_1X1"] is True
+    r18 = arch_overrides("se_resnet18")
+    assert r18["MODEL.RESNETS.DEPTH"] == 18 and r18["MODEL.RESNETS.RES2_OUT_CHANNELS"] == 64
     assert arch_overrides("se_resnext101_32x4d")["MODEL.RESNETS.STRIDE_IN_1X1"] is False
     # An arch applied on top of a detection config overrides its trunk.
     cfg = apply_arch(get_se_cfg("COCO-Detection/faster_rcnn_SENet_154_FPN_3x.yaml"), "se_resnet50")

@@ -16,12 +16,6 @@ Distributed (one process per GPU, or CPU processes with Gloo)::
 
 import os
 import sys
-import warnings
-
-# fvcore (imported by Detectron2) still calls torch.jit.script at import time.
-warnings.filterwarnings(
-    "ignore", message=r".*torch\.jit\.script.*deprecated", category=FutureWarning
-)
 
 try:
     import se_detectron  # noqa: F401
