@@ -24,7 +24,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 from PIL import Image
 
-from ..utils.atomic import swap_directory_into_place
+from ..utils.atomic import publish_directory, read_manifest
 from .synthetic import SYNTHETIC_CLASSES, default_synthetic_root, generate_synthetic_dataset
 
 __all__ = [
@@ -75,14 +75,6 @@ def synthetic_crops_manifest(
         "background_per_image": int(background_per_image),
         "seed": int(seed),
     }
-
-
-def _read_manifest(root: str) -> Optional[Dict[str, Any]]:
-    try:
-        with open(os.path.join(root, _MANIFEST)) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
 
 
 def _square_window(cx: float, cy: float, side: float, width: int, height: int) -> List[int]:
@@ -156,7 +148,7 @@ def write_synthetic_crops(
         raise ValueError(f"synthetic crops: val_fraction must be in (0, 1), got {val_fraction}")
     root = os.path.abspath(root or default_synthetic_crops_root())
     params = synthetic_crops_manifest(crop_size, context, val_fraction, background_per_image, seed)
-    existing = _read_manifest(root)
+    existing = read_manifest(root, _MANIFEST)
     if existing is not None and not overwrite and {k: existing.get(k) for k in params} == params:
         return root
     if os.path.exists(root) and existing is None:
@@ -205,12 +197,7 @@ def write_synthetic_crops(
                 crop.save(os.path.join(tmp, split, cls, f"{im['id']:05d}_{n}.png"))
                 counts[split][cls] += 1
         manifest = dict(params, classes=classes, counts=counts, held_out_images=num_val)
-        with open(os.path.join(tmp, _MANIFEST), "w") as f:
-            json.dump(manifest, f, indent=2, sort_keys=True)
-        os.chmod(tmp, 0o755)
-        swap_directory_into_place(
-            tmp, root, same=lambda a, b: _read_manifest(a) == _read_manifest(b)
-        )
+        publish_directory(tmp, root, manifest, _MANIFEST)
     finally:
         if os.path.exists(tmp):
             shutil.rmtree(tmp, ignore_errors=True)

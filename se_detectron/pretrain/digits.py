@@ -14,15 +14,14 @@ and atomic (the folder is built beside ``ROOT`` and renamed into place), so conc
 interrupted runs never see a half-written data set.
 """
 
-import json
 import os
 import shutil
 import tempfile
-from typing import Any, Dict, Optional
+from typing import Dict, Optional
 
 import numpy as np
 
-from ..utils.atomic import swap_directory_into_place
+from ..utils.atomic import publish_directory, read_manifest
 
 __all__ = ["DIGITS_NAME", "default_digits_root", "digits_manifest", "write_digits_dataset"]
 
@@ -54,14 +53,6 @@ def digits_manifest(image_size: int = 32, val_fraction: float = 0.2, seed: int =
         "resample": "bilinear",
         "mode": "RGB",
     }
-
-
-def _read_manifest(root: str) -> Optional[Dict[str, Any]]:
-    try:
-        with open(os.path.join(root, MANIFEST)) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
 
 
 def write_digits_dataset(
@@ -99,7 +90,7 @@ def write_digits_dataset(
     root = os.path.abspath(root or default_digits_root())
     params = digits_manifest(image_size, val_fraction, seed)
 
-    existing = _read_manifest(root)
+    existing = read_manifest(root, MANIFEST)
     if existing is not None and not overwrite and {k: existing.get(k) for k in params} == params:
         return root
     if os.path.exists(root) and existing is None:
@@ -136,12 +127,7 @@ def write_digits_dataset(
                 img.convert("RGB").save(os.path.join(tmp, split, cls, f"{i:04d}.png"))
                 counts[split][cls] += 1
         manifest = dict(params, counts=counts, num_classes=10, total=int(len(labels)))
-        with open(os.path.join(tmp, MANIFEST), "w") as f:
-            json.dump(manifest, f, indent=2, sort_keys=True)
-        os.chmod(tmp, 0o755)
-        swap_directory_into_place(
-            tmp, root, same=lambda a, b: _read_manifest(a) == _read_manifest(b)
-        )
+        publish_directory(tmp, root, manifest, MANIFEST)
     finally:
         if os.path.exists(tmp):
             shutil.rmtree(tmp, ignore_errors=True)

@@ -11,7 +11,14 @@ import shutil
 import tempfile
 from typing import IO, Any, Callable, Optional
 
-__all__ = ["atomic_save_figure", "atomic_write", "atomic_write_json", "swap_directory_into_place"]
+__all__ = [
+    "atomic_save_figure",
+    "atomic_write",
+    "atomic_write_json",
+    "publish_directory",
+    "read_manifest",
+    "swap_directory_into_place",
+]
 
 
 def atomic_write(path: str, write: Callable[[IO], None], binary: bool = True) -> None:
@@ -78,6 +85,36 @@ def swap_directory_into_place(
             raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def read_manifest(root: str, name: str = "manifest.json") -> Optional[dict]:
+    """The JSON manifest ``root/name`` of a folder written by :func:`publish_directory`, or None
+    when it is missing or unreadable."""
+    try:
+        with open(os.path.join(root, name)) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def publish_directory(tmp: str, root: str, manifest: dict, name: str = "manifest.json") -> None:
+    """Finish the folder ``tmp`` with its manifest and swap it into place at ``root``.
+
+    The manifest is written last, so a folder with one is complete; a folder that another
+    process published in the meantime with an equal manifest is kept.
+
+    Args:
+        tmp: the new folder's content, in the same parent folder as ``root``.
+        root: the destination.
+        manifest: JSON-serialisable description of the content (parameters, counts).
+        name: the manifest's file name inside the folder.
+    """
+    with open(os.path.join(tmp, name), "w") as f:
+        json.dump(manifest, f, indent=2, sort_keys=True)
+    os.chmod(tmp, 0o755)
+    swap_directory_into_place(
+        tmp, root, same=lambda a, b: read_manifest(a, name) == read_manifest(b, name)
+    )
 
 
 def _umask() -> int:
