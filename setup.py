@@ -4,19 +4,41 @@ Detectron2 is a prerequisite that cannot be declared here: its authors do not pu
 Install it first (``make setup`` does, see scripts/install_detectron2.sh) or use your own build.
 """
 
+import re
 from pathlib import Path
 
 from setuptools import find_packages, setup
 
+HERE = Path(__file__).resolve().parent
+
+
+# Each is also `python -m se_detectron TOOL` and tools/TOOL.py (se_detectron/__main__.py TOOLS;
+# tests/test_wheel.py checks that the two lists agree).
+CONSOLE_SCRIPTS = [
+    "se-train-net = se_detectron.engine.train_net:cli",
+    "se-pretrain-imagenet = se_detectron.pretrain.train:cli",
+    "se-convert-pretrained = se_detectron.checkpoint.cli:main",
+    "se-predict = se_detectron.engine.predict:cli",
+    "se-run-demo = se_detectron.demo:cli",
+    "se-export-model = se_detectron.export.cli:cli",
+    "se-benchmark = se_detectron.benchmark.cli:cli",
+    "se-analyze-excitation = se_detectron.analysis.cli:cli",
+]
+
 setup(
     name="se_detectron",
-    version="0.1.0",
+    version=re.search(r'__version__ = "([^"]+)"', (HERE / "se_detectron/version.py").read_text())[
+        1
+    ],
     description="Squeeze-and-Excitation (SE-ResNet/ResNeXt, SENet-154) backbones for Detectron2",
-    long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     python_requires=">=3.9",
     packages=find_packages(include=["se_detectron", "se_detectron.*"]),
-    include_package_data=True,
+    # the configs ship inside the package (as Detectron2's model_zoo configs do); the checkout's
+    # top-level configs/ is a symlink to se_detectron/configs
+    package_data={"se_detectron": ["configs/*.yaml", "configs/*/*.yaml"]},
+    entry_points={"console_scripts": CONSOLE_SCRIPTS},
     install_requires=[
         "torch>=2.1",
         "torchvision>=0.16",

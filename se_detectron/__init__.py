@@ -8,7 +8,7 @@ before merging one of the files under ``configs/``.
 
 import warnings
 
-__version__ = "0.1.0"
+from .version import __version__
 
 # fvcore (imported by Detectron2) calls the deprecated torch.jit.script at import time; the
 # FutureWarning it prints twice is about fvcore's code, not the user's.
@@ -28,7 +28,7 @@ except ImportError as e:  # pragma: no cover - exercised only without Detectron2
     ) from e
 
 from . import modeling  # noqa: E402,F401  (registers the backbones)
-from .config import add_se_config  # noqa: E402
-from .model_zoo import get_config_file, get_se_cfg  # noqa: E402
+from .config import add_se_config, get_config_file, get_se_cfg  # noqa: E402
+from .errors import SEDetectronError  # noqa: E402
 
-__all__ = ["__version__", "add_se_config", "get_config_file", "get_se_cfg"]
+__all__ = ["SEDetectronError", "__version__", "add_se_config", "get_config_file", "get_se_cfg"]

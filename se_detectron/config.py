@@ -1,26 +1,61 @@
-"""The ``MODEL.SE`` config namespace.
+"""Every config key se_detectron adds to Detectron2's, in one place.
 
 Every other ``MODEL.RESNETS.*`` / ``MODEL.BACKBONE.*`` / ``MODEL.FPN.*`` key keeps its Detectron2
-meaning; only what Squeeze-and-Excitation adds lives here.
+meaning. :func:`add_se_config` adds the ``MODEL.SE`` namespace (Squeeze-and-Excitation) and the
+few keys of the training tools (``SOLVER.OPTIMIZER``/``BETAS``, ``DATASETS.REGISTER_COCO``/
+``REGISTER_VOC``, ``TEST.COCO_EVAL_BACKEND``), so that Detectron2's documented path
+``cfg = get_cfg(); add_se_config(cfg); cfg.merge_from_file(...)`` loads every shipped config.
+:func:`get_se_cfg` is ``get_cfg()`` + :func:`add_se_config` + merge, and the shipped configs are
+found here (:func:`get_config_file`). This module imports nothing from the rest of the package:
+it is the bottom of the layering.
 """
 
-from detectron2.config import CfgNode as CN
+from pathlib import Path
+from typing import List, Optional, Sequence
 
-__all__ = ["add_se_config"]
+from detectron2.config import CfgNode as CN
+from detectron2.config import get_cfg
+
+__all__ = [
+    "CONFIG_ROOT",
+    "DEFAULT_COCO_EVAL_BACKEND",
+    "add_se_config",
+    "get_config_file",
+    "get_se_cfg",
+    "list_configs",
+]
+
+#: The shipped configs: inside the package (as Detectron2's model_zoo configs), so that an installed
+#: wheel has them; the checkout's top-level ``configs/`` is a symlink to this folder.
+CONFIG_ROOT = Path(__file__).resolve().parent / "configs"
+
+# Not bit-identical to pycocotools (see se_detectron.evaluation.coco), so not the default.
+DEFAULT_COCO_EVAL_BACKEND = "pycocotools"
 
 
 def add_se_config(cfg):
-    """Add the commented ``MODEL.SE`` namespace to a Detectron2 config.
+    """Add se_detectron's commented config keys to a Detectron2 config.
 
     Call it on ``get_cfg()`` before merging an se_detectron config file, exactly as Detectron2
-    projects call ``add_pointrend_config`` / ``add_tridentnet_config``. Idempotent.
+    projects call ``add_pointrend_config`` / ``add_tridentnet_config``. Idempotent: keys already
+    present (e.g. merged values) are kept.
 
     Args:
         cfg (CfgNode): a Detectron2 config, modified in place.
+
+    Returns:
+        CfgNode: ``cfg``.
     """
-    if "SE" in cfg.MODEL:
+    _add_model_se(cfg)
+    _add_solver(cfg)
+    _add_datasets(cfg)
+    _add_test(cfg)
+    return cfg
+
+
+def _add_model_se(_C):
+    if "SE" in _C.MODEL:
         return
-    _C = cfg
     _C.MODEL.SE = CN()
     # Reduction ratio r of the excitation bottleneck FC(C -> C/r) - ReLU - FC(C/r -> C)
     # (paper Sec. 3.2, ablated in Table 10; 16 is the paper's default).
@@ -54,4 +89,78 @@ def add_se_config(cfg):
     # SENet-154 (paper appendix: "3x3 stride-2 convolution" replaces the 1x1 projection).
     _C.MODEL.SE.SHORTCUT_KERNEL = 1
 
+
+def _add_solver(_C):
+    # "SGD" (Detectron2's: SOLVER.MOMENTUM, SOLVER.NESTEROV) or "AdamW" (decoupled weight decay
+    # SOLVER.WEIGHT_DECAY, betas SOLVER.BETAS). BASE_LR and the schedule apply to both.
+    if "OPTIMIZER" not in _C.SOLVER:
+        _C.SOLVER.OPTIMIZER = "SGD"
+    # AdamW's (beta1, beta2).
+    if "BETAS" not in _C.SOLVER:
+        _C.SOLVER.BETAS = (0.9, 0.999)
+
+
+def _add_datasets(_C):
+    # COCO-format datasets to register, one "NAME:ANNOTATION_JSON:IMAGE_ROOT" string each;
+    # "file_name" entries of the json are relative to IMAGE_ROOT.
+    if "REGISTER_COCO" not in _C.DATASETS:
+        _C.DATASETS.REGISTER_COCO = []
+    # Pascal-VOC-layout datasets, one "NAME:VOC_ROOT:SPLIT" string each: ROOT/Annotations/*.xml,
+    # ROOT/JPEGImages/*, ROOT/ImageSets/Main/SPLIT.txt. Class names are the sorted set of
+    # <object><name> over all ImageSets/Main/*.txt splits of ROOT (so every split of one root
+    # shares one id map), or an optional 4th field "CLASS1,CLASS2,...".
+    if "REGISTER_VOC" not in _C.DATASETS:
+        _C.DATASETS.REGISTER_VOC = []
+
+
+def _add_test(_C):
+    # COCOeval engine of the box evaluator: "pycocotools" (official COCOeval) or
+    # "faster_coco_eval" (C++ COCOeval_faster, ~9x faster; AP equal to pycocotools to within
+    # ~1e-15, not bit for bit: it drops the eps pycocotools adds to precision's denominator).
+    if "COCO_EVAL_BACKEND" not in _C.TEST:
+        _C.TEST.COCO_EVAL_BACKEND = DEFAULT_COCO_EVAL_BACKEND
+
+
+def list_configs() -> List[str]:
+    """The shipped configs, as paths relative to :data:`CONFIG_ROOT` (sorted)."""
+    return sorted(str(p.relative_to(CONFIG_ROOT)) for p in CONFIG_ROOT.rglob("*.yaml"))
+
+
+def get_config_file(config_path: str) -> str:
+    """Absolute path of a config shipped with se_detectron.
+
+    Args:
+        config_path: path relative to :data:`CONFIG_ROOT`, e.g.
+            ``"COCO-Detection/faster_rcnn_SE_R_50_FPN_1x.yaml"``.
+
+    Raises:
+        FileNotFoundError: naming the path and listing the shipped configs.
+    """
+    path = CONFIG_ROOT / config_path
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no se_detectron config {config_path!r} under {CONFIG_ROOT}; "
+            f"available: {list_configs()}"
+        )
+    return str(path)
+
+
+def get_se_cfg(config_file: Optional[str] = None, opts: Sequence[str] = ()):
+    """``get_cfg()`` + :func:`add_se_config` + merge: Detectron2's documented path in one call.
+
+    Args:
+        config_file: a YAML file to merge (a path, or a path relative to :data:`CONFIG_ROOT`).
+        opts: ``["KEY", "VALUE", ...]`` overrides merged after the file.
+
+    Returns:
+        CfgNode: the (unfrozen) config.
+    """
+    cfg = get_cfg()
+    add_se_config(cfg)
+    if config_file:
+        if not Path(config_file).is_file():
+            config_file = get_config_file(config_file)
+        cfg.merge_from_file(config_file)
+    if opts:
+        cfg.merge_from_list(list(opts))
     return cfg

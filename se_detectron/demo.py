@@ -22,6 +22,7 @@ is) is printed at the end and written to ``OUTPUT/summary.json``. A visible GPU 
 stage.
 """
 
+import argparse
 import json
 import os
 import shlex
@@ -31,6 +32,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 
+from .config import get_config_file
+from .data.synthetic import default_synthetic_root
+from .errors import SEDetectronError
 from .utils.atomic import atomic_write_json
 
 __all__ = [
@@ -39,12 +43,14 @@ __all__ = [
     "STAGES",
     "DemoError",
     "DemoPlan",
+    "cli",
     "format_summary",
     "run_demo",
 ]
 
 STAGES = ("pretrain", "convert", "finetune", "predict")
-DEMO_CONFIG = "configs/Synthetic/faster_rcnn_SE_R_18_FPN_synthetic.yaml"
+#: A config shipped in the package (``se_detectron/configs/``, also ``configs/`` in a checkout).
+DEMO_CONFIG = "Synthetic/faster_rcnn_SE_R_18_FPN_synthetic.yaml"
 #: The pretraining recipe (SGD, cosine with warmup, label smoothing) on 64 px object crops.
 DEMO_PRETRAIN_ARGS = (
     "--data-path synthetic-crops --arch se_resnet18 --crops-size 48",
@@ -52,11 +58,12 @@ DEMO_PRETRAIN_ARGS = (
     "--lr-warmup-epochs 2 --lr-warmup-decay 0.1",
     "--label-smoothing 0.1 --epochs 16 --workers 0",
 )
-_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# the folder holding the se_detectron package (a checkout, or site-packages for a wheel)
+_PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _DONE = "stage_done.json"
 
 
-class DemoError(RuntimeError):
+class DemoError(SEDetectronError, RuntimeError):
     """A demo stage failed or its inputs are missing; the message names the stage and file."""
 
 
@@ -101,24 +108,26 @@ class DemoPlan:
 
     def commands(self) -> Dict[str, List[str]]:
         """The command line of every stage."""
-        from .data.synthetic import default_synthetic_root
-
-        tool = lambda name: os.path.join(_REPO, "tools", name)  # noqa: E731
+        # the tools as `python -m se_detectron TOOL`: works from a checkout and from a wheel
+        tool = lambda name: ["-m", "se_detectron", name]  # noqa: E731
+        config_file = self.config_file
+        if not os.path.isfile(config_file):
+            config_file = get_config_file(config_file)  # FileNotFoundError lists the shipped ones
         finetune_dir = self.path("finetune")
         return {
-            "pretrain": [self.python, tool("pretrain_imagenet.py"), *self.pretrain_args]
+            "pretrain": [self.python, *tool("pretrain_imagenet"), *self.pretrain_args]
             + ["--device", self.device, "--output-dir", self.path("pretrain"), "--resume", "auto"],
             "convert": [
                 self.python,
-                tool("convert_pretrained.py"),
+                *tool("convert_pretrained"),
                 self.path("pretrain", "best.pth"),
                 self.trunk_weights,
             ],
             "finetune": [
                 self.python,
-                tool("train_net.py"),
+                *tool("train_net"),
                 "--config-file",
-                self.config_file,
+                config_file,
                 "--resume",
                 "OUTPUT_DIR",
                 finetune_dir,
@@ -130,7 +139,7 @@ class DemoPlan:
             ],
             "predict": [
                 self.python,
-                tool("demo.py"),
+                *tool("demo"),
                 "--config-file",
                 os.path.join(finetune_dir, "config.yaml"),
                 "--input",
@@ -178,7 +187,7 @@ def _is_done(plan: DemoPlan, stage: str, command: Sequence[str]) -> bool:
 def _run_stage(plan: DemoPlan, stage: str, command: List[str], env: Dict[str, str]) -> float:
     print(f"\n[demo] stage {stage}: {shlex.join(command)}", flush=True)
     start = time.perf_counter()
-    result = subprocess.run(command, env=env, cwd=_REPO)
+    result = subprocess.run(command, env=env)  # in the caller's working directory
     seconds = time.perf_counter() - start
     if result.returncode != 0:
         raise DemoError(
@@ -211,7 +220,7 @@ def run_demo(plan: DemoPlan, rerun: Optional[str] = None) -> Dict:
         raise DemoError(f"--rerun {rerun!r}: expected 'all' or one of {', '.join(STAGES)}")
     forced_from = 0 if rerun == "all" else STAGES.index(rerun) if rerun else len(STAGES)
     os.makedirs(plan.output_dir, exist_ok=True)
-    paths = [_REPO] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])
+    paths = [_PACKAGE_PARENT] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(paths))
     stages, redo = {}, False
     for index, (stage, command) in enumerate(plan.commands().items()):
@@ -277,3 +286,53 @@ def format_summary(summary: Dict) -> str:
     ]
     lines += [f"[demo]   {name}: {path}" for name, path in summary["outputs"].items()]
     return "\n".join(lines)
+
+
+def get_parser() -> argparse.ArgumentParser:
+    """The command-line interface."""
+    parser = argparse.ArgumentParser(
+        description="`make demo`: pretrain an SE-ResNet-18 on object crops, convert it, fine-tune "
+        "Faster R-CNN.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--output-dir", default="output/demo", help="where everything lands")
+    parser.add_argument(
+        "--device", default=None, help="cuda or cpu (default: cuda when a GPU is visible)"
+    )
+    parser.add_argument(
+        "--rerun",
+        choices=("all",) + STAGES,
+        default=None,
+        help="redo this stage and the later ones even if their outputs are complete",
+    )
+    parser.add_argument(
+        "--pretrain-args",
+        default=None,
+        help="replace the pretraining recipe (tools/pretrain_imagenet.py arguments, one string)",
+    )
+    parser.add_argument("--config-file", default=DEMO_CONFIG, help="the detection config")
+    parser.add_argument("--num-pictures", type=int, default=12, help="val pictures to draw")
+    parser.add_argument(
+        "opts", nargs=argparse.REMAINDER, default=[], help="KEY VALUE overrides for train_net"
+    )
+    return parser
+
+
+def cli(argv=None) -> int:
+    """``tools/run_demo.py`` / ``se-run-demo`` (``make demo``); returns the exit status."""
+    args = get_parser().parse_args(argv)
+    plan = DemoPlan(
+        output_dir=args.output_dir,
+        device=args.device,
+        config_file=args.config_file,
+        finetune_opts=list(args.opts),
+        num_pictures=args.num_pictures,
+    )
+    if args.pretrain_args is not None:
+        plan.pretrain_args = shlex.split(args.pretrain_args)
+    try:
+        run_demo(plan, rerun=args.rerun)
+    except (DemoError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0

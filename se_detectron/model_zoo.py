@@ -1,55 +1,62 @@
-"""Config files shipped with se_detectron, and a one-call config constructor."""
+"""Detectron2-style ``model_zoo`` accessors for the configs shipped with se_detectron.
 
-from pathlib import Path
-from typing import Optional, Sequence
+As ``detectron2.model_zoo``: :func:`get_config_file` resolves a shipped config, :func:`get_config`
+loads it, :func:`get` builds its model (and loads its ``MODEL.WEIGHTS``). The configs live in
+``se_detectron/configs/`` (see :data:`~se_detectron.config.CONFIG_ROOT`), so an installed wheel
+has them too.
+"""
 
-from detectron2.config import get_cfg
+from typing import Optional
 
-from .config import add_se_config
-from .data.register import add_dataset_config
-from .engine.optimizer import add_solver_config
-from .evaluation import add_evaluation_config
+import torch
+from detectron2.modeling import build_model
 
-__all__ = ["CONFIG_ROOT", "get_config_file", "get_se_cfg"]
+from .checkpoint import SEDetectionCheckpointer
+from .config import CONFIG_ROOT, get_config_file, get_se_cfg, list_configs
 
-CONFIG_ROOT = Path(__file__).resolve().parent.parent / "configs"
+__all__ = ["CONFIG_ROOT", "get", "get_config", "get_config_file", "get_se_cfg", "list_configs"]
 
 
-def get_config_file(config_path: str) -> str:
-    """Absolute path of a config shipped in ``configs/``.
+def get_config(config_path: str, trained: bool = False):
+    """A shipped config, loaded (as ``detectron2.model_zoo.get_config``).
 
     Args:
-        config_path: path relative to ``configs/``, e.g.
-            ``"COCO-Detection/faster_rcnn_SE_R_50_FPN_1x.yaml"``.
+        config_path: path relative to the config root.
+        trained: must be False: se_detectron publishes no trained detector weights.
+
+    Raises:
+        ValueError: with ``trained=True``.
+        FileNotFoundError: listing the shipped configs if ``config_path`` is not one.
     """
-    path = CONFIG_ROOT / config_path
-    if not path.is_file():
-        available = sorted(str(p.relative_to(CONFIG_ROOT)) for p in CONFIG_ROOT.rglob("*.yaml"))
-        raise FileNotFoundError(
-            f"no se_detectron config {config_path!r} under {CONFIG_ROOT}; available: {available}"
+    if trained:
+        raise ValueError(
+            f"trained=True: se_detectron publishes no trained weights for {config_path!r} (no "
+            "download is possible here). Train one with tools/train_net.py and load it with "
+            "MODEL.WEIGHTS, or use trained=False."
         )
-    return str(path)
+    return get_se_cfg(get_config_file(config_path))
 
 
-def get_se_cfg(config_file: Optional[str] = None, opts: Sequence[str] = ()):
-    """A Detectron2 config with every se_detectron namespace added, optionally merged.
+def get(config_path: str, trained: bool = False, device: Optional[str] = None):
+    """Build the model of a shipped config (as ``detectron2.model_zoo.get``), in eval mode.
+
+    As Detectron2's, ``trained=False`` loads the config's ``MODEL.WEIGHTS`` (for the COCO configs:
+    the converted ImageNet trunk, ``pretrained/*.pkl``, see docs/weights.md) and leaves the rest
+    randomly initialized; a config whose ``MODEL.WEIGHTS`` is empty gives a random model. A
+    missing weights file is an error naming it (for a random model from any config:
+    ``build_model(get_config(path))``). Nothing is downloaded.
 
     Args:
-        config_file: a YAML file to merge (a path, or a path relative to ``configs/``).
-        opts: ``["KEY", "VALUE", ...]`` overrides merged after the file.
+        config_path: path relative to the config root.
+        trained: must be False (see :func:`get_config`).
+        device: ``"cpu"``/``"cuda"``; default: CUDA when available.
 
     Returns:
-        CfgNode: the (unfrozen) config.
+        torch.nn.Module: the Detectron2 model.
     """
-    cfg = get_cfg()
-    add_se_config(cfg)
-    add_dataset_config(cfg)  # DATASETS.REGISTER_COCO / REGISTER_VOC
-    add_evaluation_config(cfg)  # TEST.COCO_EVAL_BACKEND
-    add_solver_config(cfg)  # SOLVER.OPTIMIZER / SOLVER.BETAS
-    if config_file:
-        if not Path(config_file).is_file():
-            config_file = get_config_file(config_file)
-        cfg.merge_from_file(config_file)
-    if opts:
-        cfg.merge_from_list(list(opts))
-    return cfg
+    cfg = get_config(config_path, trained=trained)
+    cfg.MODEL.DEVICE = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model = build_model(cfg)
+    if cfg.MODEL.WEIGHTS:
+        SEDetectionCheckpointer(model, cfg=cfg).load(cfg.MODEL.WEIGHTS)
+    return model.eval()

@@ -125,7 +125,7 @@ def test_cli_on_a_classifier_checkpoint(tmp_path):
     from se_detectron import get_se_cfg
     from se_detectron.analysis.cli import get_parser, main
     from se_detectron.modeling import build_se_resnet_classifier
-    from se_detectron.pretrain.archs import apply_arch
+    from se_detectron.modeling.archs import apply_arch
 
     cfg = get_se_cfg(None)
     apply_arch(cfg, "se_resnet50")

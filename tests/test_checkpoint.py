@@ -27,6 +27,7 @@ from se_detectron.checkpoint import (
     IMAGENET_RGB_PIXEL_STD,
     BackboneShapeMismatchError,
     ConversionError,
+    ConvertedConfigMismatchError,
     FrozenRandomInitError,
     SEDetectionCheckpointer,
     check_no_frozen_random_init,
@@ -39,7 +40,7 @@ from se_detectron.checkpoint import (
 )
 from se_detectron.checkpoint.infer import config_opts
 from se_detectron.modeling import build_se_resnet, build_se_resnet_classifier
-from se_detectron.pretrain.archs import apply_arch
+from se_detectron.modeling.archs import apply_arch
 
 timm = pytest.importorskip("timm")
 
@@ -437,6 +438,23 @@ def test_check_no_frozen_random_init():
     model, cfg = _detector(opts=["MODEL.WEIGHTS", "", "MODEL.BACKBONE.FREEZE_AT", 0])
     assert frozen_state_keys(model) == []
     check_no_frozen_random_init(model, cfg)
+
+
+def test_contradicting_config_is_an_error(pretrain_files):
+    """Weights whose stored config the detector's config contradicts: error naming each key."""
+    required = read_converted(str(pretrain_files["pkl"]))["se_detectron_config"]
+    # the weights need STRIDE_IN_1X1 True and STEM_CEIL_POOL True: shapes fit either way
+    model, cfg = _detector(opts=["MODEL.RESNETS.STRIDE_IN_1X1", False])
+    SEDetectionCheckpointer(model).load(str(pretrain_files["pkl"]))  # no cfg: no check
+    with pytest.raises(ConvertedConfigMismatchError) as e:
+        SEDetectionCheckpointer(model, cfg=cfg).load(str(pretrain_files["pkl"]))
+    message = str(e.value)
+    assert "MODEL.SE.STEM_CEIL_POOL is False but the weights need True" in message
+    assert "MODEL.RESNETS.STRIDE_IN_1X1 is False but the weights need True" in message
+    assert "MODEL.PIXEL_MEAN" not in message and "INPUT.FORMAT" not in message  # these agree
+    assert "MODEL.RESNETS.DEPTH" not in message  # agreeing keys are not listed
+    model, cfg = _detector(opts=config_opts(required))
+    SEDetectionCheckpointer(model, cfg=cfg).load(str(pretrain_files["pkl"]))
 
 
 def test_trunk_shape_mismatch_is_an_error(pretrain_files):

@@ -2,10 +2,12 @@
 
 import pytest
 import torch
+from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 
+from se_detectron import add_se_config
 from se_detectron.model_zoo import CONFIG_ROOT, get_se_cfg
 
 CONFIG_FILES = sorted(str(p.relative_to(CONFIG_ROOT)) for p in CONFIG_ROOT.rglob("*.yaml"))
@@ -34,6 +36,15 @@ def test_configs_found():
         "quick_schedules/faster_rcnn_SE_R_50_FPN_instant_test.yaml",
     ]:
         assert required in names
+
+
+def test_documented_config_path_loads_every_config():
+    """Detectron2's path: get_cfg(); add_se_config(cfg); cfg.merge_from_file(f) == get_se_cfg(f)."""
+    for config_file in CONFIG_FILES:
+        cfg = get_cfg()
+        add_se_config(cfg)
+        cfg.merge_from_file(str(CONFIG_ROOT / config_file))
+        assert cfg == get_se_cfg(config_file), config_file
 
 
 @pytest.mark.parametrize("config_file", CONFIG_FILES)

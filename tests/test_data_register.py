@@ -9,6 +9,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import Boxes, BoxMode, Instances
 from PIL import Image
 
+from se_detectron import add_se_config
 from se_detectron.data import (
     SYNTHETIC_TRAIN,
     SYNTHETIC_VAL,
@@ -16,8 +17,8 @@ from se_detectron.data import (
     ImageReadError,
     SafeDatasetMapper,
     UnregisteredDatasetError,
-    add_dataset_config,
     check_datasets_registered,
+    check_same_classes,
     register_coco_dataset,
     register_datasets_from_cfg,
     register_voc_dataset,
@@ -255,21 +256,61 @@ def test_voc_errors(tmp_path):
     assert "t_vocerr" not in DatasetCatalog.list()
 
 
+def _voc_train_val(root):
+    """A root whose train split has 'Alive' and 'Dead' objects and whose val split only 'Dead'."""
+    _voc(root, {"t1": [("Alive", 1, 1, 20, 20, 0)], "t2": [("Dead", 5, 5, 30, 30, 0)]})
+    _voc(root, {"v1": [("Dead", 2, 2, 25, 25, 0)]}, split="val")
+
+
+def test_voc_splits_of_one_root_share_classes(tmp_path):
+    _voc_train_val(tmp_path / "VOC")
+    register_voc_dataset("t_vocs_train", tmp_path / "VOC", "train")
+    register_voc_dataset("t_vocs_val", tmp_path / "VOC", "val")
+    assert MetadataCatalog.get("t_vocs_val").thing_classes == ["Alive", "Dead"]
+    assert MetadataCatalog.get("t_vocs_train").thing_classes == ["Alive", "Dead"]
+    (val,) = DatasetCatalog.get("t_vocs_val")
+    assert val["annotations"][0]["category_id"] == 1  # 'Dead' has train's id, not 0
+    check_same_classes(["t_vocs_train"], ["t_vocs_val"])
+
+
+def test_voc_conflicting_classes_for_one_root(tmp_path):
+    _voc_train_val(tmp_path / "VOC")
+    cfg = add_se_config(get_cfg())
+    entries = [f"t_vocc_train:{tmp_path / 'VOC'}:train", f"t_vocc_val:{tmp_path / 'VOC'}:val:Dead"]
+    cfg.DATASETS.REGISTER_VOC = entries
+    with pytest.raises(DatasetConfigError) as e:
+        register_datasets_from_cfg(cfg, synthetic=False)
+    message = str(e.value)
+    assert "cfg.DATASETS.REGISTER_VOC[1]" in message and "REGISTER_VOC[0]" in message
+    assert "['Dead']" in message and "['Alive', 'Dead']" in message
+
+
+def test_train_and_test_classes_must_match(tmp_path):
+    _voc(tmp_path / "A", {"a1": [("cat", 1, 1, 20, 20, 0)]})
+    _voc(tmp_path / "B", {"b1": [("dog", 1, 1, 20, 20, 0)]}, split="val")
+    register_voc_dataset("t_cls_a", tmp_path / "A", "train")
+    register_voc_dataset("t_cls_b", tmp_path / "B", "val")
+    with pytest.raises(DatasetConfigError, match=r"DATASETS.TEST dataset 't_cls_b'.*\['dog'\]"):
+        check_same_classes(["t_cls_a"], ["t_cls_b"])
+    check_same_classes(["t_cls_a"], ["t_cls_a"])
+
+
 # ----------------------------------------------------------------------------------------------
 # Config
 # ----------------------------------------------------------------------------------------------
 def test_register_from_cfg(tmp_path, monkeypatch):
     monkeypatch.setenv("DETECTRON2_DATASETS", str(tmp_path / "d2"))
-    cfg = add_dataset_config(add_dataset_config(get_cfg()))
+    cfg = add_se_config(add_se_config(get_cfg()))
     assert cfg.DATASETS.REGISTER_COCO == [] and cfg.DATASETS.REGISTER_VOC == []
     json_file, image_root = _coco(tmp_path, [{"id": 1, "name": "a"}], [_ann(1, 1, 1)])
     _voc(tmp_path / "VOC", {"img1": [("dog", 1, 1, 20, 20, 0)]})
+    _voc(tmp_path / "VOC2", {"img1": [("dog", 1, 1, 20, 20, 0)]})
     cfg.merge_from_list(
         [
             "DATASETS.REGISTER_COCO",
             [f"c_cfg:{json_file}:{image_root}"],
             "DATASETS.REGISTER_VOC",
-            [f"v_cfg:{tmp_path / 'VOC'}:train", f"v_cfg2:{tmp_path / 'VOC'}:train:cat,dog"],
+            [f"v_cfg:{tmp_path / 'VOC'}:train", f"v_cfg2:{tmp_path / 'VOC2'}:train:cat,dog"],
         ]
     )
     names = register_datasets_from_cfg(cfg)
@@ -290,7 +331,7 @@ def test_register_from_cfg(tmp_path, monkeypatch):
     ],
 )
 def test_malformed_cfg_entries(key, entry):
-    cfg = add_dataset_config(get_cfg())
+    cfg = add_se_config(get_cfg())
     cfg.DATASETS[key] = [entry]
     with pytest.raises(DatasetConfigError) as e:
         register_datasets_from_cfg(cfg, synthetic=False)
@@ -302,7 +343,7 @@ def test_malformed_cfg_entries(key, entry):
 
 
 def test_cfg_entry_must_be_list():
-    cfg = add_dataset_config(get_cfg())
+    cfg = add_se_config(get_cfg())
     cfg.DATASETS.REGISTER_COCO = "a:b:c"
     with pytest.raises(DatasetConfigError, match="REGISTER_COCO must be a list"):
         register_datasets_from_cfg(cfg, synthetic=False)

@@ -16,12 +16,12 @@ from detectron2.evaluation import coco_evaluation
 from detectron2.structures import Boxes, BoxMode, Instances
 from PIL import Image
 
+from se_detectron import add_se_config
 from se_detectron.evaluation import (
     BOX_METRICS,
     COCO_EVAL_BACKENDS,
     DEFAULT_COCO_EVAL_BACKEND,
     SECOCOEvaluator,
-    add_evaluation_config,
     build_coco_evaluator,
     evaluate_coco_json,
 )
@@ -339,12 +339,12 @@ def test_config_and_invalid_backends(tiny_dataset):
     cfg = get_cfg()
     with pytest.raises(KeyError, match="TEST.COCO_EVAL_BACKEND"):
         build_coco_evaluator(cfg, name)
-    add_evaluation_config(cfg)
+    add_se_config(cfg)
     assert cfg.TEST.COCO_EVAL_BACKEND == DEFAULT_COCO_EVAL_BACKEND in COCO_EVAL_BACKENDS
     assert build_coco_evaluator(cfg, name).backend == DEFAULT_COCO_EVAL_BACKEND
 
     cfg.merge_from_list(["TEST.COCO_EVAL_BACKEND", "faster_coco_eval"])
-    add_evaluation_config(cfg)  # idempotent: keeps the merged value
+    add_se_config(cfg)  # idempotent: keeps the merged value
     evaluator = build_coco_evaluator(cfg, name, output_dir=None)
     assert isinstance(evaluator, SECOCOEvaluator) and evaluator.backend == "faster_coco_eval"
 

@@ -6,8 +6,8 @@ from detectron2.solver import build_optimizer as detectron2_build_optimizer
 from torch import nn
 
 from se_detectron.engine import SolverConfigError, build_optimizer
-from se_detectron.engine.optimizer import fused_kernel_args
 from se_detectron.model_zoo import get_se_cfg
+from se_detectron.utils.optim import fused_kernel_args
 
 
 def small_model():

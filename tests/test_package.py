@@ -23,3 +23,37 @@ def test_get_config_file_lists_available(tmp_path):
     assert get_config_file("Base-SE-RCNN-FPN.yaml").endswith("configs/Base-SE-RCNN-FPN.yaml")
     with pytest.raises(FileNotFoundError, match="COCO-Detection/faster_rcnn_SE_R_50_FPN_1x.yaml"):
         get_config_file("COCO-Detection/nope.yaml")
+
+
+def test_model_zoo_get(tmp_path):
+    import pytest
+    import torch
+
+    from se_detectron import model_zoo
+
+    model = model_zoo.get("Synthetic/faster_rcnn_SE_R_18_FPN_synthetic.yaml", device="cpu")
+    assert not model.training and model.roi_heads.num_classes == 5
+    assert "SE" in type(model.backbone.bottom_up.res5[0]).__name__
+    with torch.no_grad():
+        (out,) = model([{"image": torch.rand(3, 64, 64) * 255}])
+    assert out["instances"].image_size == (64, 64)
+    with pytest.raises(ValueError, match="trained=True"):
+        model_zoo.get("COCO-Detection/faster_rcnn_SE_R_50_FPN_1x.yaml", trained=True)
+    # the COCO configs load the converted ImageNet trunk, which is not here: a clear error
+    with pytest.raises(FileNotFoundError, match="pretrained/SE-R-50.pkl"):
+        model_zoo.get("COCO-Detection/faster_rcnn_SE_R_50_FPN_1x.yaml", device="cpu")
+
+
+def test_python_m_se_detectron_dispatches():
+    from se_detectron.__main__ import TOOLS
+
+    run = lambda *a: subprocess.run(  # noqa: E731
+        [sys.executable, "-m", "se_detectron", *a], cwd=ROOT, capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    proc = run("--help")
+    assert proc.returncode == 0 and all(name in proc.stdout for name in TOOLS)
+    proc = run("convert_pretrained", "--help")
+    assert proc.returncode == 0 and "--write-config" in proc.stdout
+    proc = run("train_nett")
+    assert proc.returncode == 2 and "unknown tool 'train_nett'" in proc.stderr

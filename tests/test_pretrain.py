@@ -146,6 +146,12 @@ def test_train_options_ema_mixup_amp_accum(image_root, tmp_path):
     assert result["last"]["epoch"] == 2
 
 
+def test_warmup_longer_than_the_run_is_an_error(image_root, tmp_path):
+    with pytest.raises(ValueError, match="--lr-warmup-epochs 3 must be smaller than --epochs 2"):
+        run(image_root, tmp_path / "w", "--epochs", "2", "--lr-warmup-epochs", "3")
+    assert not (tmp_path / "w" / "checkpoint.pth").exists()
+
+
 def test_resume_continues_exactly(image_root, tmp_path):
     common = ["--lr", "0.05", "--lr-step-size", "1", "--seed", "3"]
     full, split = tmp_path / "full", tmp_path / "split"

@@ -14,6 +14,7 @@ from detectron2.utils.env import seed_all_rng
 
 from se_detectron.data import generate_synthetic_dataset, register_datasets_from_cfg
 from se_detectron.engine import SETrainer, read_metrics
+from se_detectron.engine.train_net import cpu_threads_per_process
 from se_detectron.model_zoo import get_se_cfg
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,8 +49,10 @@ def tiny_opts(info, out_dir, max_iter=4):
     ]  # fmt: skip
 
 
-def run_train_net(*args, timeout=600):
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+def run_train_net(*args, timeout=600, threads="1"):
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS=threads)
+    if threads is None:
+        env.pop("OMP_NUM_THREADS")
     return subprocess.run(
         [sys.executable, str(ROOT / "tools/train_net.py"), *args],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout,
@@ -156,11 +159,22 @@ def test_two_process_cpu_training(tiny_data, tmp_path):
         pytest.skip("this test exercises the CPU (gloo) path")
     out = tmp_path / "ddp"
     opts = tiny_opts(tiny_data, out, max_iter=2) + ["DATASETS.TEST", "()"]
-    proc = run_train_net("--num-gpus", "2", "--config-file", INSTANT, *opts)
+    # without OMP_NUM_THREADS the processes split the cores between them
+    proc = run_train_net("--num-gpus", "2", "--config-file", INSTANT, *opts, threads=None)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    threads = max(1, os.cpu_count() // 2)
+    assert f"2 CPU training processes on {os.cpu_count()} cores: {threads} torch" in proc.stdout
     assert (out / "model_final.pth").is_file()
     log = (out / "log.txt").read_text()
     assert "world size: 2" in log.lower() or "Rank of current process: 0. World size: 2" in log
+
+
+def test_cpu_threads_per_process():
+    assert cpu_threads_per_process(1, cores=2, environ={}) is None
+    assert cpu_threads_per_process(2, cores=2, environ={}) == 1
+    assert cpu_threads_per_process(4, cores=2, environ={}) == 1
+    assert cpu_threads_per_process(2, cores=16, environ={}) == 8
+    assert cpu_threads_per_process(2, cores=2, environ={"OMP_NUM_THREADS": "2"}) is None
 
 
 @pytest.mark.parametrize(
@@ -196,4 +210,5 @@ def test_user_errors_are_one_clear_message(tiny_data, tmp_path, extra, message):
 def test_missing_config_file(tmp_path):
     proc = run_train_net("--config-file", str(tmp_path / "missing.yaml"))
     assert proc.returncode == 2
-    assert "missing.yaml" in proc.stderr.strip().splitlines()[-1]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert "missing.yaml" in last and "quick_schedules/faster_rcnn_SE_R_50_FPN_instant_test" in last

@@ -1,96 +1,21 @@
 #!/usr/bin/env python
-"""Convert pretrained SE-ResNet / SE-ResNeXt / SENet-154 weights for se_detectron's detectors.
+"""Convert pretrained SE weights (ours, timm, Cadene) into a Detectron2 .pkl; see docs/weights.md.
 
-Reads our own pretraining checkpoints (tools/pretrain_imagenet.py), timm ``seresnet*`` /
-``seresnext*`` / ``senet154`` weights and Cadene ``pretrainedmodels`` / timm ``legacy_*`` SENets
-(.pth/.pt or .safetensors), writes a Detectron2-loadable .pkl with the trunk's parameter names,
-and prints the config the weights require (it is also stored in the .pkl). See docs/weights.md.
+    python tools/convert_pretrained.py se_resnet50-ce0d4300.pth pretrained/SE-R-50.pkl
 
-Examples::
-
-    python tools/convert_pretrained.py se_resnet50-ce0d4300.pth pretrained/SE-R-50.pkl \\
-        --write-config configs/COCO-Detection/my_faster_rcnn.yaml \\
-        --base-config configs/COCO-Detection/faster_rcnn_SE_R_50_FPN_1x.yaml
-    python tools/convert_pretrained.py output/pretrain/checkpoint.pth pretrained/mine.pkl --ema
+Same as ``se-convert-pretrained`` / ``python -m se_detectron convert_pretrained``; the logic is
+in se_detectron/checkpoint/cli.py.
 """
 
-import argparse
 import os
 import sys
-from typing import List, Optional
 
 try:
     import se_detectron  # noqa: F401
 except ImportError:  # run from a checkout without installing / PYTHONPATH
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from se_detectron.checkpoint import (  # noqa: E402
-    SOURCE_FORMATS,
-    ConversionError,
-    convert_checkpoint,
-    format_summary,
-)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The command-line interface."""
-    formats = "; ".join(f"{k}: {v}" for k, v in SOURCE_FORMATS.items())
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("input", help="checkpoint to convert (.pth, .pt or .safetensors)")
-    parser.add_argument("output", help="Detectron2 weights to write (.pkl)")
-    parser.add_argument(
-        "--source",
-        default="auto",
-        choices=["auto", *SOURCE_FORMATS],
-        help=f"layout of the input (default: detected from the key names). {formats}. "
-        "timm's legacy_* models have the cadene layout.",
-    )
-    parser.add_argument(
-        "--ema", action="store_true", help="convert the EMA weights (model_ema / state_dict_ema)"
-    )
-    parser.add_argument(
-        "--trust-pickle",
-        action="store_true",
-        help="load the input with torch.load(weights_only=False): runs code stored in the "
-        "file, only for files you trust",
-    )
-    parser.add_argument(
-        "--write-config",
-        metavar="OUT.yaml",
-        help="also write a config inheriting from --base-config, with MODEL.WEIGHTS set to "
-        "OUTPUT and the values the weights require",
-    )
-    parser.add_argument(
-        "--base-config",
-        metavar="BASE.yaml",
-        help="config for --write-config's _BASE_ (e.g. configs/Base-SE-RCNN-FPN.yaml); the "
-        "summary lists the values that differ from it",
-    )
-    return parser
-
-
-def main(argv: Optional[List[str]] = None) -> int:
-    """Run the converter; returns the exit status (0 success, 1 conversion error)."""
-    args = build_parser().parse_args(argv)
-    try:
-        result = convert_checkpoint(
-            args.input,
-            args.output,
-            source=args.source,
-            ema=args.ema,
-            trust_pickle=args.trust_pickle,
-            write_config=args.write_config,
-            base_config=args.base_config,
-        )
-    except (ConversionError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    print(format_summary(result))
-    return 0
-
+from se_detectron.checkpoint.cli import build_parser, main  # noqa: E402,F401
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -22,7 +22,7 @@ try:
 except ImportError:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from se_detectron.pretrain import get_args_parser, main  # noqa: E402
+from se_detectron.pretrain.train import cli  # noqa: E402
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    sys.exit(cli())

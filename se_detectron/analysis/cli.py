@@ -6,10 +6,21 @@ from typing import List, Optional
 
 import numpy as np
 
-from se_detectron.utils import atomic_write_json
-
+from ..config import get_se_cfg
+from ..data.synthetic import register_synthetic_datasets
+from ..export.core import build_eval_model
+from ..pretrain.data import build_eval_transform
+from ..pretrain.digits import write_digits_dataset
+from ..utils import atomic_write, atomic_write_json
 from .metrics import block_summary, channel_importance
 from .plots import default_plot_blocks, plot_class_profiles, plot_specificity, plot_spread
+from .run import (
+    iter_detection_batches,
+    iter_folder_batches,
+    load_classifier,
+    record_classifier,
+    record_detector,
+)
 
 __all__ = ["cli", "get_parser", "main", "write_outputs"]
 
@@ -49,15 +60,10 @@ def get_parser() -> argparse.ArgumentParser:
 
 
 def _classifier_recorder(args):
-    from se_detectron.pretrain.data import build_eval_transform
-
-    from .run import iter_folder_batches, load_classifier, record_classifier
 
     model, classes, meta = load_classifier(args.checkpoint)
     root = args.data_path
     if root == "digits":
-        from se_detectron.pretrain.digits import write_digits_dataset
-
         root = write_digits_dataset()
     digits = args.data_path == "digits"
     transform = build_eval_transform(
@@ -78,11 +84,6 @@ def _classifier_recorder(args):
 
 
 def _detector_recorder(args):
-    from se_detectron import get_se_cfg
-    from se_detectron.data.synthetic import register_synthetic_datasets
-    from se_detectron.export.core import build_eval_model
-
-    from .run import iter_detection_batches, record_detector
 
     register_synthetic_datasets()
     cfg = get_se_cfg(args.config_file, ["MODEL.DEVICE", "cpu"] + list(args.opts))
@@ -112,8 +113,6 @@ def write_outputs(rec, classes, info: dict, args) -> dict:
     for block, st in rec.stats.items():
         for key in ("sum", "sumsq", "count", "min", "max"):
             arrays[f"{block}/{key}"] = getattr(st, key)
-
-    from se_detectron.utils import atomic_write
 
     atomic_write(os.path.join(out, "excitation_stats.npz"), lambda f: np.savez(f, **arrays))
     blocks = args.blocks or default_plot_blocks(rec.blocks)

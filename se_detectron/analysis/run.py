@@ -14,6 +14,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..config import get_se_cfg
+from ..modeling import build_se_resnet_classifier
+from ..pretrain.checkpoint import load_checkpoint
 from .recorder import ExcitationRecorder
 
 __all__ = [
@@ -35,10 +38,6 @@ def load_classifier(path: str) -> Tuple[nn.Module, List[str], dict]:
         (model in eval mode, class names, checkpoint metadata without the weights).
     """
     from detectron2.config import CfgNode
-
-    from se_detectron import get_se_cfg
-    from se_detectron.modeling import build_se_resnet_classifier
-    from se_detectron.pretrain.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(path)
     if "cfg" not in ckpt or "classes" not in ckpt:

@@ -22,10 +22,10 @@ from detectron2.modeling.backbone.resnet import build_resnet_backbone
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 
+from ..config import get_se_cfg
 from ..layers import SqueezeExcitation, se_fast_path
-from ..model_zoo import get_se_cfg
 from ..modeling import build_se_resnet_backbone, build_se_resnet_classifier
-from ..pretrain.archs import apply_arch
+from ..modeling.archs import apply_arch
 
 __all__ = ["CASE_NAMES", "Case", "build_cases", "calibrate_frozen_bn"]
 

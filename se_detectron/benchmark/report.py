@@ -9,6 +9,7 @@ from typing import Dict, List, Optional
 
 import torch
 
+from ..version import __version__
 from .timing import Stats
 
 __all__ = ["add_ratios", "case_result", "environment", "format_table", "paired_ratio"]
@@ -45,8 +46,6 @@ def environment(device: torch.device) -> Dict[str, object]:
     """Device, threads and versions of the run."""
     import detectron2
 
-    import se_detectron
-
     env = {
         "device": str(device),
         "device_name": (
@@ -59,7 +58,7 @@ def environment(device: torch.device) -> Dict[str, object]:
         "torchvision": _version("torchvision"),
         "detectron2": detectron2.__version__,
         "timm": _version("timm"),
-        "se_detectron": se_detectron.__version__,
+        "se_detectron": __version__,
         "mkldnn": torch.backends.mkldnn.is_available(),
         "dtype": "float32",
         # Allocator and threading settings change CPU timings (see docs/performance.md).

@@ -12,6 +12,7 @@
 
 from .checkpointer import (
     BackboneShapeMismatchError,
+    ConvertedConfigMismatchError,
     FrozenRandomInitError,
     SEDetectionCheckpointer,
     check_no_frozen_random_init,
@@ -49,6 +50,7 @@ __all__ = [
     "IMAGENET_RGB_PIXEL_STD",
     "SOURCE_FORMATS",
     "BackboneShapeMismatchError",
+    "ConvertedConfigMismatchError",
     "ConversionError",
     "ConversionResult",
     "FrozenRandomInitError",

@@ -14,7 +14,10 @@ and adds:
 4. the frozen-random guard: a parameter or buffer of a frozen module (``requires_grad=False``,
    i.e. the stem and res2 with ``MODEL.BACKBONE.FREEZE_AT: 2``) that the checkpoint did not
    provide would stay random for the whole training: it is an error.
-   :func:`check_no_frozen_random_init` does the same check when no weights are loaded at all.
+   :func:`check_no_frozen_random_init` does the same check when no weights are loaded at all;
+5. given the config (``cfg=``), weights converted by ``tools/convert_pretrained.py`` whose stored
+   ``se_detectron_config`` contradicts it (e.g. timm weights under ``STRIDE_IN_1X1 True``: shapes
+   fit, features do not) are an error naming each key, its value and the required one.
 """
 
 import logging
@@ -28,8 +31,12 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling.backbone.resnet import ResNet
 from torch import nn
 
+from ..errors import SEDetectronError
+from .infer import config_mismatches
+
 __all__ = [
     "BackboneShapeMismatchError",
+    "ConvertedConfigMismatchError",
     "FrozenRandomInitError",
     "SEDetectionCheckpointer",
     "check_no_frozen_random_init",
@@ -45,12 +52,16 @@ _FIX = (
 )
 
 
-class FrozenRandomInitError(RuntimeError):
+class FrozenRandomInitError(SEDetectronError, RuntimeError):
     """Frozen parameters/buffers would keep their random initialization."""
 
 
-class BackboneShapeMismatchError(ValueError):
+class BackboneShapeMismatchError(SEDetectronError, ValueError):
     """Checkpoint and model disagree on the shape of a backbone (trunk/FPN) tensor."""
+
+
+class ConvertedConfigMismatchError(SEDetectronError, ValueError):
+    """Converted weights were loaded under a config that contradicts the one they need."""
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -142,6 +153,8 @@ class SEDetectionCheckpointer(DetectionCheckpointer):
             default is ``"backbone."`` (if the model has a ``backbone``) plus the prefix of every
             Detectron2 ``ResNet`` in the model (the SE trunk). Everything else (heads) keeps
             Detectron2's warn-and-skip behaviour.
+        cfg: the config the model was built from; with it, loading converted weights checks
+            their stored ``se_detectron_config`` against it (None: no check).
         **checkpointables: other objects to save/load (optimizer, scheduler, ...).
 
     Attributes:
@@ -156,9 +169,11 @@ class SEDetectionCheckpointer(DetectionCheckpointer):
         *,
         save_to_disk: Optional[bool] = None,
         strict_shape_prefixes: Optional[Sequence[str]] = None,
+        cfg: Any = None,
         **checkpointables: Any,
     ):
         super().__init__(model, save_dir, save_to_disk=save_to_disk, **checkpointables)
+        self.cfg = cfg
         if strict_shape_prefixes is None:
             strict_shape_prefixes = _default_strict_prefixes(self.model)
         self.strict_shape_prefixes = tuple(strict_shape_prefixes)
@@ -244,7 +259,9 @@ class SEDetectionCheckpointer(DetectionCheckpointer):
             BackboneShapeMismatchError: if a checkpoint tensor meant for a key under
                 :attr:`strict_shape_prefixes` has another shape (Detectron2 would skip it).
             FrozenRandomInitError: if frozen parameters/buffers were not in the checkpoint.
+            ConvertedConfigMismatchError: see :meth:`_check_converted_config`.
         """
+        self._check_converted_config(checkpoint)
         shapes = {k: tuple(v.shape) for k, v in checkpoint.get("model", {}).items()}
         heuristics = bool(checkpoint.get("matching_heuristics", False))
         incompatible = super()._load_model(checkpoint)
@@ -252,6 +269,22 @@ class SEDetectionCheckpointer(DetectionCheckpointer):
         self._check_backbone_shapes(incompatible, shapes, heuristics)
         self._check_frozen_loaded(incompatible)
         return incompatible
+
+    def _check_converted_config(self, checkpoint: Any) -> None:
+        required = checkpoint.get("se_detectron_config") if isinstance(checkpoint, dict) else None
+        if self.cfg is None or not isinstance(required, dict):
+            return
+        mismatches = config_mismatches(self.cfg, required)
+        if mismatches:
+            details = "; ".join(
+                f"{key} is {have!r} but the weights need {want!r}" for key, have, want in mismatches
+            )
+            fix = " ".join(f"{key} {want!r}" for key, _, want in mismatches)
+            raise ConvertedConfigMismatchError(
+                f"the converted weights in MODEL.WEIGHTS were made for another config: {details}. "
+                "The shapes may fit, the features would not. Use the values the converter printed "
+                f"(stored in the .pkl under 'se_detectron_config'), e.g. add: {fix}"
+            )
 
     def _check_backbone_shapes(self, incompatible, ckpt_shapes, heuristics: bool) -> None:
         model_sd = self.model.state_dict()

@@ -4,6 +4,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional
 
+from ..config import get_se_cfg
 from .files import extract_state_dict, load_checkpoint_file, save_converted, write_config_yaml
 from .formats import (
     SOURCE_FORMATS,
@@ -35,7 +36,7 @@ class ConversionResult:
         renamed: trunk name -> source name.
         dropped: source keys left out (classifier, ``num_batches_tracked``).
         arch: the inferred architecture.
-        arch_name: its name in ``se_detectron.pretrain.archs.ARCHS`` (None if not there).
+        arch_name: its name in ``se_detectron.modeling.archs.ARCHS`` (None if not there).
         config: the config values the weights require (dotted keys).
         notes: assumptions and remarks.
         weights_key: where the weights were in the input (``"model"``, ``"model_ema"``, ...).
@@ -146,8 +147,6 @@ def convert_checkpoint(
     result.weights_key = weights_key
     result.input_path = input_path
     if base_config:
-        from ..model_zoo import get_se_cfg
-
         result.base_config = base_config
         result.base_differences = config_mismatches(get_se_cfg(base_config), result.config)
     metadata = {

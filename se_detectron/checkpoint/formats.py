@@ -26,6 +26,8 @@ BatchNorm ``num_batches_tracked`` counters are dropped, as in Detectron2's own c
 import re
 from typing import Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
+from ..errors import SEDetectronError
+
 __all__ = [
     "SOURCE_FORMATS",
     "ConversionError",
@@ -35,7 +37,7 @@ __all__ = [
 ]
 
 
-class ConversionError(ValueError):
+class ConversionError(SEDetectronError, ValueError):
     """A checkpoint that cannot be converted to the SE trunk, with the reason."""
 
 

@@ -12,6 +12,9 @@ import re
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from ..config import get_se_cfg
+from ..modeling import build_se_resnet
+from ..modeling.archs import ARCHS
 from ..modeling.config_check import BASIC_DEPTHS, SE_STAGE_NAMES
 from ..modeling.se_resnet import NUM_BLOCKS_PER_STAGE
 from .formats import ConversionError
@@ -294,9 +297,6 @@ def validate_trunk_state_dict(
     import torch
     from detectron2.layers import ShapeSpec
 
-    from ..model_zoo import get_se_cfg
-    from ..modeling import build_se_resnet
-
     cfg = get_se_cfg()
     cfg.merge_from_list(config_opts(config))
     cfg.MODEL.RESNETS.NORM = "FrozenBN"
@@ -338,7 +338,7 @@ def source_settings(
     * ``timm`` (``resnet.py``): same normalization; stride in the 3x3 conv; padded max-pool.
     * ``se_detectron``: a ``"se_detectron_config"`` dict stored in the checkpoint wins; else the
       architecture named by the checkpoint's ``args.arch`` in
-      :data:`se_detectron.pretrain.archs.ARCHS`; else the defaults of ``get_se_cfg()`` (reported
+      :data:`se_detectron.modeling.archs.ARCHS`; else the defaults of ``get_se_cfg()`` (reported
       as assumptions). The input normalization is assumed to be ImageNet RGB.
 
     Args:
@@ -404,8 +404,6 @@ _PRETRAIN_KEYS = (
 
 
 def _se_detectron_settings(container: Mapping[str, Any], notes: List[str]) -> Dict[str, Any]:
-    from ..model_zoo import get_se_cfg
-
     recorded = container.get("se_detectron_config")
     if isinstance(recorded, Mapping):
         notes.append("pretraining settings read from the checkpoint's 'se_detectron_config'")
@@ -423,16 +421,14 @@ def _se_detectron_settings(container: Mapping[str, Any], notes: List[str]) -> Di
         args.get("arch") if isinstance(args, Mapping) else getattr(args, "arch", None)
     )
     if arch_name:
-        from ..pretrain.archs import ARCHS
-
         if arch_name in ARCHS:
             notes.append(
-                f"STRIDE_IN_1X1 / STEM_CEIL_POOL from se_detectron.pretrain.archs[{arch_name!r}] "
+                f"STRIDE_IN_1X1 / STEM_CEIL_POOL from se_detectron.modeling.archs[{arch_name!r}] "
                 "(the checkpoint's arch)"
             )
             arch = ARCHS[arch_name]
             return {k: arch[k] for k in _PRETRAIN_KEYS if k in arch}
-        notes.append(f"arch {arch_name!r} is not in se_detectron.pretrain.archs.ARCHS")
+        notes.append(f"arch {arch_name!r} is not in se_detectron.modeling.archs.ARCHS")
     cfg = get_se_cfg()
     notes.append(
         "the checkpoint records neither its trunk 'cfg' nor a known 'arch': assumed the "
@@ -512,7 +508,7 @@ def _order_index(key: str, order: Sequence[str]) -> Tuple[int, str]:
 
 
 def match_arch(config: Mapping[str, Any]) -> Optional[str]:
-    """The name in :data:`se_detectron.pretrain.archs.ARCHS` with the same weight shapes.
+    """The name in :data:`se_detectron.modeling.archs.ARCHS` with the same weight shapes.
 
     Only the keys that shape the weights are compared (depth, groups, widths, stem, conv1 ratio,
     shortcut kernel): the table's ``STRIDE_IN_1X1`` / ``STEM_CEIL_POOL`` describe our own
@@ -524,8 +520,6 @@ def match_arch(config: Mapping[str, Any]) -> Optional[str]:
     Returns:
         e.g. ``"se_resnext50_32x4d"``, or None.
     """
-    from ..pretrain.archs import ARCHS
-
     for name, arch in ARCHS.items():
         if all(arch.get(k, config.get(k)) == config.get(k) for k in STRUCTURAL_KEYS):
             return name

@@ -4,16 +4,15 @@ Importing this package registers nothing and generates nothing; call
 :func:`register_datasets_from_cfg` (or :func:`register_synthetic_datasets`) explicitly.
 """
 
+from .from_config import register_datasets_from_cfg
 from .mapper import ImageReadError, SafeDatasetMapper
 from .register import (
     DatasetConfigError,
     UnregisteredDatasetError,
-    add_dataset_config,
     check_datasets_registered,
+    check_same_classes,
     load_voc_detection,
-    prepare_dataset,
     register_coco_dataset,
-    register_datasets_from_cfg,
     register_voc_dataset,
     unregistered_dataset_error,
 )
@@ -23,6 +22,7 @@ from .synthetic import (
     SYNTHETIC_VAL,
     default_synthetic_root,
     generate_synthetic_dataset,
+    prepare_dataset,
     register_synthetic_datasets,
 )
 
@@ -34,8 +34,8 @@ __all__ = [
     "ImageReadError",
     "SafeDatasetMapper",
     "UnregisteredDatasetError",
-    "add_dataset_config",
     "check_datasets_registered",
+    "check_same_classes",
     "default_synthetic_root",
     "generate_synthetic_dataset",
     "load_voc_detection",

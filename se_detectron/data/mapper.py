@@ -2,10 +2,12 @@
 
 from detectron2.data import DatasetMapper, detection_utils
 
+from ..errors import SEDetectronError
+
 __all__ = ["ImageReadError", "SafeDatasetMapper"]
 
 
-class ImageReadError(OSError):
+class ImageReadError(SEDetectronError, OSError):
     """An image of the dataset cannot be read; the message names the file and the cause."""
 
 

@@ -1,17 +1,17 @@
 """Register user datasets (COCO json or Pascal VOC folders) from the config, without code.
 
-Add the keys with :func:`add_dataset_config`, list the datasets in the config::
+Add the keys with :func:`se_detectron.add_se_config`, list the datasets in the config::
 
     DATASETS:
       REGISTER_COCO: ["shapes_train:data/shapes/train.json:data/shapes/images"]
       REGISTER_VOC: ["myvoc_trainval:data/MyVOC:trainval"]
       TRAIN: ("shapes_train",)
 
-and call :func:`register_datasets_from_cfg` before building the data loaders. Every problem
-(missing file or folder, malformed entry, json that is not COCO, annotation pointing at a
-missing image, name already registered with other files) raises :class:`DatasetConfigError`
-naming the offending entry, key or path. Both formats are evaluated with Detectron2's
-``COCOEvaluator`` (metadata ``evaluator_type="coco"``).
+and call :func:`se_detectron.data.register_datasets_from_cfg` before building the data loaders.
+Every problem (missing file or folder, malformed entry, json that is not COCO, annotation
+pointing at a missing image, name already registered with other files) raises
+:class:`DatasetConfigError` naming the offending entry, key or path. Both formats are evaluated
+with Detectron2's ``COCOEvaluator`` (metadata ``evaluator_type="coco"``).
 """
 
 import difflib
@@ -20,20 +20,19 @@ import logging
 import os
 import xml.etree.ElementTree as ET
 
-from detectron2.config import CfgNode
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_coco_json
 from detectron2.structures import BoxMode
 
+from ..errors import SEDetectronError
+
 __all__ = [
     "DatasetConfigError",
     "UnregisteredDatasetError",
-    "add_dataset_config",
     "check_datasets_registered",
+    "check_same_classes",
     "load_voc_detection",
-    "prepare_dataset",
     "register_coco_dataset",
-    "register_datasets_from_cfg",
     "register_once",
     "register_voc_dataset",
     "unregistered_dataset_error",
@@ -46,35 +45,12 @@ _VOC_FORMAT = "NAME:VOC_ROOT:SPLIT[:CLASS1,CLASS2,...]"
 _IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".JPG", ".JPEG", ".PNG")
 
 
-class DatasetConfigError(ValueError):
+class DatasetConfigError(SEDetectronError, ValueError):
     """A dataset cannot be registered or loaded; the message names the entry, key or path."""
 
 
 class UnregisteredDatasetError(DatasetConfigError):
     """A config refers to a dataset name that is not registered."""
-
-
-def add_dataset_config(cfg):
-    """Add the commented ``DATASETS.REGISTER_COCO`` / ``DATASETS.REGISTER_VOC`` keys.
-
-    Idempotent; call it on ``get_cfg()`` before merging a config file that uses the keys.
-
-    Args:
-        cfg (CfgNode): a Detectron2 config, modified in place.
-
-    Returns:
-        CfgNode: ``cfg``.
-    """
-    # COCO-format datasets to register, one "NAME:ANNOTATION_JSON:IMAGE_ROOT" string each;
-    # "file_name" entries of the json are relative to IMAGE_ROOT.
-    if "REGISTER_COCO" not in cfg.DATASETS:
-        cfg.DATASETS.REGISTER_COCO = []
-    # Pascal-VOC-layout datasets, one "NAME:VOC_ROOT:SPLIT" string each: ROOT/Annotations/*.xml,
-    # ROOT/JPEGImages/*, ROOT/ImageSets/Main/SPLIT.txt. Class names are the sorted set of
-    # <object><name> in the split, or an optional 4th field "CLASS1,CLASS2,...".
-    if "REGISTER_VOC" not in cfg.DATASETS:
-        cfg.DATASETS.REGISTER_VOC = []
-    return cfg
 
 
 # ----------------------------------------------------------------------------------------------
@@ -159,27 +135,33 @@ def check_datasets_registered(names, key=None):
             raise unregistered_dataset_error(name, key)
 
 
-def prepare_dataset(name):
-    """Make sure the files behind a registered dataset exist before they are read directly.
+def check_same_classes(train_names, test_names):
+    """Raise :class:`DatasetConfigError` if a test dataset's classes differ from training's.
 
-    Detectron2's ``COCOEvaluator`` opens ``MetadataCatalog.get(name).json_file`` without
-    calling the dataset loader; for the lazily generated synthetic datasets call this first
-    (a no-op for other datasets and once the files exist).
+    A model trained on one class list and scored against another is evaluated under the wrong
+    contiguous id map: the AP is meaningless although nothing fails. Datasets whose metadata has
+    no ``thing_classes`` (yet) are not compared.
 
     Args:
-        name (str): a registered dataset name.
+        train_names (iterable[str]): registered dataset names, e.g. ``cfg.DATASETS.TRAIN``.
+        test_names (iterable[str]): registered dataset names, e.g. ``cfg.DATASETS.TEST``.
     """
-    check_datasets_registered([name])
-    params = MetadataCatalog.get(name).get("se_synthetic")
-    if params is not None:
-        from .synthetic import generate_synthetic_dataset
+    known = [
+        (key, name, MetadataCatalog.get(name).get("thing_classes", None))
+        for key, names in (("DATASETS.TRAIN", train_names), ("DATASETS.TEST", test_names))
+        for name in names
+    ]
+    known = [k for k in known if k[2] is not None]
+    for key, name, classes in known[1:]:
+        ref_key, ref_name, ref_classes = known[0]
+        if list(classes) != list(ref_classes):
+            raise DatasetConfigError(
+                f"cfg.{key} dataset '{name}' has the classes {list(classes)}, but "
+                f"cfg.{ref_key} dataset '{ref_name}' has {list(ref_classes)}: training and "
+                "evaluation need one class list (same contiguous ids)."
+            )
 
-        generate_synthetic_dataset(**params)
 
-
-# ----------------------------------------------------------------------------------------------
-# COCO
-# ----------------------------------------------------------------------------------------------
 def _require(path, kind, what, is_dir=False):
     if not (os.path.isdir(path) if is_dir else os.path.isfile(path)):
         raise DatasetConfigError(f"{what}: {kind} '{path}' does not exist.")
@@ -344,6 +326,21 @@ def _read_voc_split(root, split, what):
     return records
 
 
+def _voc_root_classes(root, what):
+    """Sorted ``<object><name>`` set over every split of ``root`` (``ImageSets/Main/*.txt``)."""
+    split_dir = os.path.join(root, "ImageSets", "Main")
+    _require(split_dir, "folder", what, is_dir=True)
+    file_ids = set()
+    for split_file in sorted(os.listdir(split_dir)):
+        if split_file.endswith(".txt"):
+            file_ids.update(_voc_ids(root, split_file[: -len(".txt")], what))
+    names = set()
+    for file_id in sorted(file_ids):
+        xml_file = os.path.join(root, "Annotations", file_id + ".xml")
+        names.update(obj[0] for obj in _parse_voc_xml(xml_file, what)[1])
+    return sorted(names)
+
+
 def _voc_dicts(records, class_names, what):
     index = {c: i for i, c in enumerate(class_names)}
     dicts = []
@@ -401,8 +398,10 @@ def load_voc_detection(root, split, class_names, what="VOC dataset"):
 def register_voc_dataset(name, root, split, class_names=None):
     """Register a Pascal-VOC-layout split as dataset ``name`` (evaluator_type "coco").
 
-    The split is parsed now (to validate it and, without ``class_names``, to collect the sorted
-    set of ``<object><name>`` as ``thing_classes``) and again when the dataset is loaded.
+    The split is parsed now (to validate it) and again when the dataset is loaded. Without
+    ``class_names``, ``thing_classes`` is the sorted set of ``<object><name>`` over *every* split
+    of the root (all ``ImageSets/Main/*.txt``), so that the train and val splits of one root
+    always get the same contiguous id map.
     Detectron2's ``COCOEvaluator`` evaluates it by converting it to COCO json on the fly
     (``output_dir`` is then required).
 
@@ -412,7 +411,7 @@ def register_voc_dataset(name, root, split, class_names=None):
             ``ImageSets/Main/<split>.txt``.
         split (str): split name.
         class_names (list[str] or None): class names, in contiguous id order; default: the
-            sorted class names found in the split.
+            sorted class names found in all splits of ``root``.
 
     Returns:
         str: ``name``.
@@ -426,9 +425,9 @@ def register_voc_dataset(name, root, split, class_names=None):
     if not records:
         raise DatasetConfigError(f"{what}: split '{split}' of '{root}' lists no image.")
     if class_names is None:
-        class_names = sorted({obj[0] for record in records for obj in record[3]})
+        class_names = _voc_root_classes(root, what)
         if not class_names:
-            raise DatasetConfigError(f"{what}: no <object> in the annotations of split '{split}'.")
+            raise DatasetConfigError(f"{what}: no <object> in the annotations of '{root}'.")
     class_names = list(class_names)
     _voc_dicts(records, class_names, what)  # unknown class names fail now, not at training
 
@@ -446,54 +445,3 @@ def register_voc_dataset(name, root, split, class_names=None):
 # ----------------------------------------------------------------------------------------------
 # From the config
 # ----------------------------------------------------------------------------------------------
-def _parse_entry(entry, key, index, fmt, min_fields, max_fields):
-    fields = [f.strip() for f in entry.split(":")] if isinstance(entry, str) else []
-    if not (min_fields <= len(fields) <= max_fields) or not all(fields):
-        raise DatasetConfigError(
-            f"Malformed entry {entry!r} in cfg.{key}[{index}]: expected '{fmt}' "
-            "(fields separated by ':', none empty)."
-        )
-    return fields
-
-
-def register_datasets_from_cfg(cfg, synthetic=True):
-    """Register the datasets listed in ``cfg.DATASETS.REGISTER_COCO`` / ``REGISTER_VOC``.
-
-    Idempotent. Missing keys count as empty lists.
-
-    Args:
-        cfg (CfgNode): the config.
-        synthetic (bool): also register ``se_synthetic_train`` / ``se_synthetic_val``
-            (:func:`~se_detectron.data.register_synthetic_datasets`, default root).
-
-    Returns:
-        list[str]: the names of the datasets from the config (and the synthetic ones).
-    """
-    datasets = cfg.DATASETS if isinstance(cfg, CfgNode) else cfg["DATASETS"]
-    for key in ("REGISTER_COCO", "REGISTER_VOC"):
-        if not isinstance(datasets.get(key, []), (list, tuple)):
-            raise DatasetConfigError(
-                f"cfg.DATASETS.{key} must be a list of strings, got {datasets[key]!r}."
-            )
-    names = []
-    for i, entry in enumerate(datasets.get("REGISTER_COCO", [])):
-        name, json_file, image_root = _parse_entry(
-            entry, "DATASETS.REGISTER_COCO", i, _COCO_FORMAT, 3, 3
-        )
-        names.append(register_coco_dataset(name, json_file, image_root))
-    for i, entry in enumerate(datasets.get("REGISTER_VOC", [])):
-        fields = _parse_entry(entry, "DATASETS.REGISTER_VOC", i, _VOC_FORMAT, 3, 4)
-        classes = None
-        if len(fields) == 4:
-            classes = [c.strip() for c in fields[3].split(",")]
-            if not all(classes):
-                raise DatasetConfigError(
-                    f"Malformed class list in cfg.DATASETS.REGISTER_VOC[{i}] {entry!r}: "
-                    f"expected '{_VOC_FORMAT}'."
-                )
-        names.append(register_voc_dataset(fields[0], fields[1], fields[2], classes))
-    if synthetic:
-        from .synthetic import register_synthetic_datasets
-
-        names.extend(register_synthetic_datasets())
-    return names

@@ -24,8 +24,11 @@ import shutil
 import tempfile
 
 import numpy as np
+from detectron2.data import MetadataCatalog
 from iopath.common.file_io import file_lock
 from PIL import Image, ImageDraw
+
+from .register import check_datasets_registered, register_once
 
 __all__ = [
     "SYNTHETIC_CLASSES",
@@ -33,6 +36,7 @@ __all__ = [
     "SYNTHETIC_VAL",
     "default_synthetic_root",
     "generate_synthetic_dataset",
+    "prepare_dataset",
     "register_synthetic_datasets",
 ]
 
@@ -433,8 +437,6 @@ def register_synthetic_datasets(
     """
     from detectron2.data.datasets import load_coco_json
 
-    from .register import register_once
-
     root = default_synthetic_root() if root is None else os.path.abspath(os.fspath(root))
     params = {
         "root": root,
@@ -462,3 +464,19 @@ def register_synthetic_datasets(
             se_synthetic=params,
         )
     return [SYNTHETIC_TRAIN, SYNTHETIC_VAL]
+
+
+def prepare_dataset(name):
+    """Make sure the files behind a registered dataset exist before they are read directly.
+
+    Detectron2's ``COCOEvaluator`` opens ``MetadataCatalog.get(name).json_file`` without
+    calling the dataset loader; for the lazily generated synthetic datasets call this first
+    (a no-op for other datasets and once the files exist).
+
+    Args:
+        name (str): a registered dataset name.
+    """
+    check_datasets_registered([name])
+    params = MetadataCatalog.get(name).get("se_synthetic")
+    if params is not None:
+        generate_synthetic_dataset(**params)

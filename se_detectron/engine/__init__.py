@@ -1,6 +1,6 @@
 """Detection training and evaluation: the trainer, exact resumption, curves, prediction."""
 
-from .optimizer import OPTIMIZERS, SolverConfigError, add_solver_config, build_optimizer
+from .optimizer import OPTIMIZERS, SolverConfigError, build_optimizer
 from .plot import plot_training_curves, read_metrics
 from .resume import ResumableTrainingSampler, RNGStates
 from .trainer import PlotCurvesHook, SETrainer
@@ -12,7 +12,6 @@ __all__ = [
     "ResumableTrainingSampler",
     "SETrainer",
     "SolverConfigError",
-    "add_solver_config",
     "build_optimizer",
     "plot_training_curves",
     "read_metrics",

@@ -15,57 +15,38 @@ per-parameter loop PyTorch picks on CPU, ~7% of a demo iteration (SGD on a ResNe
 classifier: 18 vs 68 ms).
 """
 
-from typing import Dict, Iterable
-
 import torch
 from detectron2.solver import get_default_optimizer_params
 from detectron2.solver.build import maybe_add_gradient_clipping
 
+from ..errors import SEDetectronError
+from ..utils.optim import fused_kernel_args
+
 __all__ = [
     "OPTIMIZERS",
     "SolverConfigError",
-    "add_solver_config",
     "build_optimizer",
-    "fused_kernel_args",
 ]
 
 OPTIMIZERS = ("SGD", "AdamW")
 
 
-class SolverConfigError(ValueError):
+class SolverConfigError(SEDetectronError, ValueError):
     """A ``SOLVER.*`` optimizer option is invalid; the message names the key."""
-
-
-def add_solver_config(cfg):
-    """Add the commented ``SOLVER.OPTIMIZER`` / ``SOLVER.BETAS`` keys. Idempotent.
-
-    Args:
-        cfg (CfgNode): a Detectron2 config, modified in place.
-
-    Returns:
-        CfgNode: ``cfg``.
-    """
-    # "SGD" (Detectron2's: SOLVER.MOMENTUM, SOLVER.NESTEROV) or "AdamW" (decoupled weight decay
-    # SOLVER.WEIGHT_DECAY, betas SOLVER.BETAS). BASE_LR and the schedule apply to both.
-    if "OPTIMIZER" not in cfg.SOLVER:
-        cfg.SOLVER.OPTIMIZER = "SGD"
-    # AdamW's (beta1, beta2).
-    if "BETAS" not in cfg.SOLVER:
-        cfg.SOLVER.BETAS = (0.9, 0.999)
-    return cfg
 
 
 def build_optimizer(cfg, model: torch.nn.Module) -> torch.optim.Optimizer:
     """Build the optimizer named by ``cfg.SOLVER.OPTIMIZER`` for ``model``.
 
     Args:
-        cfg (CfgNode): a config on which :func:`add_solver_config` was called.
+        cfg (CfgNode): a config with :func:`se_detectron.add_se_config` applied.
         model: the model whose trainable parameters are optimized.
 
     Returns:
         torch.optim.Optimizer: SGD as Detectron2 builds it (its parameter groups, momentum,
         Nesterov, weight decay), or AdamW with the same groups; optionally wrapped with
-        Detectron2's gradient clipping; fused kernels when :func:`fused_kernel_args` allows.
+        Detectron2's gradient clipping; fused kernels when
+        :func:`se_detectron.utils.optim.fused_kernel_args` allows.
 
     Raises:
         SolverConfigError: if ``SOLVER.OPTIMIZER`` is not one of :data:`OPTIMIZERS`, or
@@ -110,15 +91,3 @@ def build_optimizer(cfg, model: torch.nn.Module) -> torch.optim.Optimizer:
             **kernel,
         )
     return maybe_add_gradient_clipping(cfg, optimizer)
-
-
-def fused_kernel_args(params: Iterable[torch.Tensor]) -> Dict[str, bool]:
-    """``{"fused": True}`` if PyTorch's fused SGD/AdamW kernels can update all ``params``
-    (floating-point tensors on the CPU or a CUDA device), else ``{}`` (PyTorch's default).
-
-    Args:
-        params: the tensors the optimizer will update.
-    """
-    params = list(params)
-    supported = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
-    return {"fused": True} if params and supported else {}

@@ -1,6 +1,15 @@
-"""Run a trained detector on image files and draw its detections (``tools/demo.py``)."""
+"""Run a trained detector on image files and draw its detections (``tools/demo.py``).
 
+    se-predict --config-file output/demo/finetune/config.yaml --input datasets/se_synthetic/val \\
+        --output output/demo/predictions --opts MODEL.WEIGHTS output/demo/finetune/model_final.pth
+
+Writes one PNG per image (boxes, class names, scores; Detectron2's Visualizer) and
+``detections.json`` to ``--output``.
+"""
+
+import argparse
 import os
+import sys
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional
 
@@ -10,9 +19,12 @@ from detectron2.engine import DefaultPredictor
 from detectron2.utils.visualizer import Visualizer
 from PIL import Image
 
+from ..config import get_se_cfg
+from ..data import register_datasets_from_cfg
+from ..errors import SEDetectronError
 from ..utils import atomic_write, atomic_write_json
 
-__all__ = ["IMAGE_EXTENSIONS", "list_images", "predict_images"]
+__all__ = ["IMAGE_EXTENSIONS", "cli", "get_parser", "list_images", "predict_images"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 
@@ -95,3 +107,40 @@ def predict_images(
         )
     atomic_write_json(os.path.join(output_dir, "detections.json"), results, indent=1)
     return results
+
+
+def get_parser() -> argparse.ArgumentParser:
+    """The command line of ``tools/demo.py`` (``se-predict``)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config-file", required=True, help="the model's config file")
+    parser.add_argument("--input", nargs="+", required=True, help="image files and/or folders")
+    parser.add_argument("--output", required=True, help="folder for pictures + detections.json")
+    parser.add_argument("--max-images", type=int, default=0, help="only the first N images")
+    parser.add_argument("--confidence-threshold", type=float, default=0.5)
+    parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="KEY VALUE pairs")
+    return parser
+
+
+def cli(argv=None) -> int:
+    """``tools/demo.py`` / ``se-predict``: draw detections; returns the exit status."""
+    args = get_parser().parse_args(argv)
+    try:
+        cfg = get_se_cfg(args.config_file, args.opts)
+        if not cfg.MODEL.WEIGHTS:
+            print(
+                "error: no weights to run: pass --opts MODEL.WEIGHTS path/to/model.pth",
+                file=sys.stderr,
+            )
+            return 2
+        cfg.freeze()
+        register_datasets_from_cfg(cfg)
+        images = list_images(args.input)
+        if args.max_images > 0:
+            images = images[: args.max_images]
+        results = predict_images(cfg, images, args.output, args.confidence_threshold)
+    except (FileNotFoundError, SEDetectronError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    n = sum(len(r["detections"]) for r in results)
+    print(f"{len(results)} images, {n} detections -> {args.output}/ (detections.json, *.png)")
+    return 0

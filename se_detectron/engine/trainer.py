@@ -99,6 +99,7 @@ class SETrainer(DefaultTrainer):
         self.checkpointer = SEDetectionCheckpointer(
             model,
             cfg.OUTPUT_DIR,
+            cfg=cfg,
             trainer=weakref.proxy(self),
             train_sampler=self.train_sampler,
             rng_states=RNGStates(),

@@ -5,7 +5,6 @@ from .coco import (
     COCO_EVAL_BACKENDS,
     DEFAULT_COCO_EVAL_BACKEND,
     SECOCOEvaluator,
-    add_evaluation_config,
     build_coco_evaluator,
     evaluate_coco_json,
 )
@@ -15,7 +14,6 @@ __all__ = [
     "COCO_EVAL_BACKENDS",
     "DEFAULT_COCO_EVAL_BACKEND",
     "SECOCOEvaluator",
-    "add_evaluation_config",
     "build_coco_evaluator",
     "evaluate_coco_json",
 ]

@@ -25,6 +25,7 @@ import threading
 from detectron2.evaluation import COCOEvaluator
 from detectron2.evaluation import coco_evaluation as _d2_coco
 
+from ..config import DEFAULT_COCO_EVAL_BACKEND
 from ..utils import atomic_write_json
 
 __all__ = [
@@ -32,14 +33,11 @@ __all__ = [
     "COCO_EVAL_BACKENDS",
     "DEFAULT_COCO_EVAL_BACKEND",
     "SECOCOEvaluator",
-    "add_evaluation_config",
     "build_coco_evaluator",
     "evaluate_coco_json",
 ]
 
 COCO_EVAL_BACKENDS = ("faster_coco_eval", "pycocotools")
-# Not bit-identical to pycocotools (see the module docstring), so not the default.
-DEFAULT_COCO_EVAL_BACKEND = "pycocotools"
 BOX_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 
 # Guards the temporary engine swap in Detectron2's coco_evaluation module.
@@ -241,29 +239,11 @@ def evaluate_coco_json(gt_json, results_json, backend=DEFAULT_COCO_EVAL_BACKEND)
     return results
 
 
-def add_evaluation_config(cfg):
-    """Add ``TEST.COCO_EVAL_BACKEND`` to a Detectron2 config. Idempotent.
-
-    Args:
-        cfg (CfgNode): a Detectron2 config, modified in place.
-
-    Returns:
-        CfgNode: ``cfg``.
-    """
-    if "COCO_EVAL_BACKEND" in cfg.TEST:
-        return cfg
-    # COCOeval engine of build_coco_evaluator: "pycocotools" (official COCOeval) or
-    # "faster_coco_eval" (C++ COCOeval_faster, ~9x faster; AP equal to pycocotools to within
-    # ~1e-15, not bit for bit: it drops the eps pycocotools adds to precision's denominator).
-    cfg.TEST.COCO_EVAL_BACKEND = DEFAULT_COCO_EVAL_BACKEND
-    return cfg
-
-
 def build_coco_evaluator(cfg, dataset_name, output_dir=None):
     """Build the :class:`SECOCOEvaluator` (box AP) selected by ``cfg.TEST.COCO_EVAL_BACKEND``.
 
     Args:
-        cfg (CfgNode): a config on which :func:`add_evaluation_config` was called.
+        cfg (CfgNode): a config with :func:`se_detectron.add_se_config` applied.
         dataset_name (str): the registered dataset to evaluate.
         output_dir (str or None): where the evaluator writes its files.
 
@@ -277,7 +257,7 @@ def build_coco_evaluator(cfg, dataset_name, output_dir=None):
     if "COCO_EVAL_BACKEND" not in cfg.TEST:
         raise KeyError(
             "cfg.TEST.COCO_EVAL_BACKEND is missing: call "
-            "se_detectron.evaluation.add_evaluation_config(cfg) before merging config files."
+            "se_detectron.add_se_config(cfg) before merging config files."
         )
     backend = _check_backend(cfg.TEST.COCO_EVAL_BACKEND, key="cfg.TEST.COCO_EVAL_BACKEND")
     return SECOCOEvaluator(dataset_name, output_dir=output_dir, backend=backend)

@@ -8,8 +8,8 @@ from typing import List, Optional
 
 import torch
 
-from se_detectron.utils import atomic_write_json
-
+from ..config import get_se_cfg
+from ..utils import atomic_write_json
 from .core import (
     EXPORT_FORMATS,
     EXPORT_METHODS,
@@ -61,7 +61,6 @@ def main(args: argparse.Namespace) -> dict:
     Raises:
         ExportVerificationError: if the exported outputs differ from the PyTorch model's.
     """
-    from se_detectron import get_se_cfg
 
     cfg = get_se_cfg(args.config_file, ["MODEL.DEVICE", "cpu"] + list(args.opts))
     torch.manual_seed(cfg.SEED if cfg.SEED >= 0 else 0)  # reproducible if MODEL.WEIGHTS is ""

@@ -35,6 +35,9 @@ from torch import Tensor, nn
 
 from se_detectron.utils import atomic_write
 
+from ..checkpoint.checkpointer import SEDetectionCheckpointer
+from ..data.synthetic import register_synthetic_datasets
+
 __all__ = [
     "DETECTION_OUTPUTS",
     "EXPORT_FORMATS",
@@ -101,11 +104,9 @@ def build_eval_model(cfg) -> nn.Module:
     """Build ``cfg``'s model in eval mode and load ``cfg.MODEL.WEIGHTS`` (if set)."""
     from detectron2.modeling import build_model
 
-    from se_detectron.checkpoint.checkpointer import SEDetectionCheckpointer
-
     model = build_model(cfg)
     if cfg.MODEL.WEIGHTS:
-        SEDetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+        SEDetectionCheckpointer(model, cfg=cfg).load(cfg.MODEL.WEIGHTS)
     return model.eval()
 
 
@@ -125,8 +126,6 @@ def load_sample_image(cfg, path: Optional[str] = None) -> Tensor:
     from detectron2.data import transforms as T
 
     if path is None:
-        from se_detectron.data.synthetic import register_synthetic_datasets
-
         register_synthetic_datasets()
         path = DatasetCatalog.get("se_synthetic_val")[0]["file_name"]
     if not os.path.isfile(path):

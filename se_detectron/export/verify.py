@@ -5,6 +5,8 @@ from typing import Dict, Mapping
 import numpy as np
 import torch
 
+from ..errors import SEDetectronError
+
 __all__ = [
     "ExportVerificationError",
     "compare_detections",
@@ -13,7 +15,7 @@ __all__ = [
 ]
 
 
-class ExportVerificationError(AssertionError):
+class ExportVerificationError(SEDetectronError, AssertionError):
     """The exported model's outputs differ from the PyTorch model's beyond the tolerance."""
 
 

@@ -1,5 +1,6 @@
 """Validation of the config keys the SE trunks read, with errors that name the key to fix."""
 
+from ..errors import SEDetectronError
 from ..layers.se import SE_GATES, SE_SQUEEZES
 
 __all__ = [
@@ -22,7 +23,7 @@ SE_DEPTHS = (18, 34, 50, 101, 152)
 BASIC_DEPTHS = (18, 34)
 
 
-class SEConfigError(ValueError):
+class SEConfigError(SEDetectronError, ValueError):
     """An invalid ``MODEL.SE.*`` or ``MODEL.RESNETS.*`` value for an SE trunk."""
 
 

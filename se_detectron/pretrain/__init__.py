@@ -6,7 +6,7 @@ The classifier is :func:`se_detectron.modeling.build_se_resnet_classifier`, whos
 
 Modules:
 
-* :mod:`.archs`: the named architectures (``se_resnet50`` ... ``senet154``) as config overrides;
+* the named architectures (``se_resnet50`` ... ``senet154``, :mod:`se_detectron.modeling.archs`);
 * :mod:`.data`: ImageNet-layout folders, transforms and (distributed) loaders;
 * :mod:`.digits`: scikit-learn's digits written as an ImageNet-layout folder (no download);
 * :mod:`.engine`: ``train_one_epoch`` and ``evaluate``;
@@ -17,7 +17,7 @@ Modules:
 * :mod:`.train`: ``main`` (the training loop) and its model/scheduler builders.
 """
 
-from .archs import ARCH_NAMES, ARCHS, apply_arch, arch_opts, arch_overrides, find_arch
+from ..modeling.archs import ARCH_NAMES, ARCHS, apply_arch, arch_opts, arch_overrides, find_arch
 from .args import DEMO_ARGS, DEMO_COMMAND, get_args_parser
 from .checkpoint import CheckpointMismatchError, load_checkpoint
 from .data import build_eval_transform, build_train_transform, load_data

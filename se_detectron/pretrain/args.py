@@ -3,7 +3,7 @@
 import argparse
 import os
 
-from .archs import ARCH_NAMES
+from ..modeling.archs import ARCH_NAMES
 from .digits import DIGITS_NAME
 from .distributed import default_device
 

@@ -18,6 +18,7 @@ from typing import Any, Dict, Mapping, Optional
 import numpy as np
 import torch
 
+from ..errors import SEDetectronError
 from ..utils import atomic_write
 
 __all__ = [
@@ -30,7 +31,7 @@ __all__ = [
 ]
 
 
-class CheckpointMismatchError(ValueError):
+class CheckpointMismatchError(SEDetectronError, ValueError):
     """A checkpoint's weights do not fit the model (another architecture or class count)."""
 
 

@@ -21,15 +21,16 @@ import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torchvision.transforms import v2
 
-from .. import get_se_cfg
+from ..config import get_se_cfg
 from ..data.synthetic_crops import (
     SYNTHETIC_CROPS_NAME,
     default_synthetic_crops_root,
     write_synthetic_crops,
 )
-from ..engine.optimizer import fused_kernel_args
 from ..modeling import build_se_resnet_classifier
-from .archs import apply_arch, find_arch
+from ..modeling.archs import apply_arch, find_arch
+from ..utils.optim import fused_kernel_args
+from .args import get_args_parser
 from .checkpoint import (
     check_state_dict_matches,
     get_rng_state,
@@ -43,7 +44,7 @@ from .distributed import DistInfo, barrier, cleanup_distributed, init_distribute
 from .engine import autocast_dtype, evaluate, train_one_epoch
 from .plot import append_metrics, plot_curves, truncate_metrics
 
-__all__ = ["build_lr_scheduler", "build_model", "build_trunk_cfg", "main"]
+__all__ = ["build_lr_scheduler", "build_model", "build_trunk_cfg", "cli", "main"]
 
 
 def build_trunk_cfg(args):
@@ -200,6 +201,11 @@ def _main(args, dist: DistInfo) -> Dict[str, Any]:
         autocast_dtype(args.amp_dtype, device)  # fail early on fp16 + CPU
     if args.grad_accum_steps < 1 or args.model_ema_steps < 1:
         raise ValueError("--grad-accum-steps and --model-ema-steps must be >= 1")
+    if not args.test_only and args.lr_warmup_epochs >= args.epochs:
+        raise ValueError(
+            f"--lr-warmup-epochs {args.lr_warmup_epochs} must be smaller than --epochs "
+            f"{args.epochs}: the run would end before the warmup does and never train at --lr"
+        )
     _seed_all(args.seed)
 
     data = _resolve_data(args, dist)
@@ -396,3 +402,9 @@ def _main(args, dist: DistInfo) -> Dict[str, Any]:
         "epochs_run": max(0, args.epochs - start_epoch),
         "output_dir": args.output_dir,
     }
+
+
+def cli(argv=None) -> int:
+    """``tools/pretrain_imagenet.py`` / ``se-pretrain-imagenet``: parse ``argv`` and pretrain."""
+    main(get_args_parser().parse_args(argv))
+    return 0

@@ -1,8 +1,8 @@
 """The named SE architectures as ``MODEL.RESNETS.*`` / ``MODEL.SE.*`` config overrides.
 
 This table is the single place that says what ``se_resnet50`` ... ``senet154`` mean in config
-terms; the pretraining tool (``--arch``) and the weight converters both read it. It imports nothing
-heavy, so any tool can use it.
+terms; the pretraining tool (``--arch``), the benchmark and the weight converters read it. It
+imports nothing, so any layer can use it.
 
 Every entry sets every key that shapes the trunk, so applying an architecture on top of any config
 (e.g. a detection config for another depth) fully determines the trunk. SE-ResNets stride in the

@@ -1,0 +1,81 @@
+"""Register every dataset a config names: ``DATASETS.REGISTER_COCO`` / ``REGISTER_VOC`` entries
+(see :mod:`.register`) and the bundled synthetic datasets (:mod:`.synthetic`)."""
+
+import os
+
+from detectron2.config import CfgNode
+from detectron2.data import MetadataCatalog
+
+from .register import (
+    _COCO_FORMAT,
+    _VOC_FORMAT,
+    DatasetConfigError,
+    register_coco_dataset,
+    register_voc_dataset,
+)
+from .synthetic import register_synthetic_datasets
+
+__all__ = ["register_datasets_from_cfg"]
+
+
+def _parse_entry(entry, key, index, fmt, min_fields, max_fields):
+    fields = [f.strip() for f in entry.split(":")] if isinstance(entry, str) else []
+    if not (min_fields <= len(fields) <= max_fields) or not all(fields):
+        raise DatasetConfigError(
+            f"Malformed entry {entry!r} in cfg.{key}[{index}]: expected '{fmt}' "
+            "(fields separated by ':', none empty)."
+        )
+    return fields
+
+
+def register_datasets_from_cfg(cfg, synthetic=True):
+    """Register the datasets listed in ``cfg.DATASETS.REGISTER_COCO`` / ``REGISTER_VOC``.
+
+    Idempotent. Missing keys count as empty lists.
+
+    Args:
+        cfg (CfgNode): the config.
+        synthetic (bool): also register ``se_synthetic_train`` / ``se_synthetic_val``
+            (:func:`~se_detectron.data.register_synthetic_datasets`, default root).
+
+    Returns:
+        list[str]: the names of the datasets from the config (and the synthetic ones).
+    """
+    datasets = cfg.DATASETS if isinstance(cfg, CfgNode) else cfg["DATASETS"]
+    for key in ("REGISTER_COCO", "REGISTER_VOC"):
+        if not isinstance(datasets.get(key, []), (list, tuple)):
+            raise DatasetConfigError(
+                f"cfg.DATASETS.{key} must be a list of strings, got {datasets[key]!r}."
+            )
+    names = []
+    for i, entry in enumerate(datasets.get("REGISTER_COCO", [])):
+        name, json_file, image_root = _parse_entry(
+            entry, "DATASETS.REGISTER_COCO", i, _COCO_FORMAT, 3, 3
+        )
+        names.append(register_coco_dataset(name, json_file, image_root))
+    voc_roots = {}  # root -> (entry index, class names): one id map per root
+    for i, entry in enumerate(datasets.get("REGISTER_VOC", [])):
+        fields = _parse_entry(entry, "DATASETS.REGISTER_VOC", i, _VOC_FORMAT, 3, 4)
+        classes = None
+        if len(fields) == 4:
+            classes = [c.strip() for c in fields[3].split(",")]
+            if not all(classes):
+                raise DatasetConfigError(
+                    f"Malformed class list in cfg.DATASETS.REGISTER_VOC[{i}] {entry!r}: "
+                    f"expected '{_VOC_FORMAT}'."
+                )
+        names.append(register_voc_dataset(fields[0], fields[1], fields[2], classes))
+        root = os.path.abspath(os.path.expanduser(fields[1]))
+        classes = MetadataCatalog.get(fields[0]).thing_classes
+        first, first_classes = voc_roots.setdefault(root, (i, classes))
+        if classes != first_classes:
+            raise DatasetConfigError(
+                f"cfg.DATASETS.REGISTER_VOC[{i}] {entry!r} gives the VOC root '{root}' the "
+                f"classes {classes}, but cfg.DATASETS.REGISTER_VOC[{first}] "
+                f"{datasets.REGISTER_VOC[first]!r} gives it {first_classes}: all splits of one "
+                "root must share one class list (same ids), so give both entries the same "
+                "':CLASS1,CLASS2,...' field or leave it out of both."
+            )
+    if synthetic:
+        names.extend(register_synthetic_datasets())
+    return names
