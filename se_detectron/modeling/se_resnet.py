@@ -42,7 +42,32 @@ NUM_BLOCKS_PER_STAGE = {
 BASIC_BLOCK_DEPTHS = (18, 34)
 
 
-class SEBottleneckBlock(BottleneckBlock):
+class _SEResidualJoin:
+    """The end of an SE residual block, shared by :class:`SEBottleneckBlock` and
+    :class:`SEBasicBlock` (a method, so that TorchScript scripting compiles it with the block)."""
+
+    def _join_branches(self, branch: torch.Tensor, shortcut: torch.Tensor) -> torch.Tensor:
+        """Addition with the SE unit at ``self.se_position``, then ReLU.
+
+        ``standard`` scales the residual branch before the addition, ``identity`` the shortcut,
+        ``post`` the sum after the ReLU (paper Fig. 5); ``pre`` / ``3x3`` were applied earlier.
+        The block owns ``branch`` (its last conv's output), so it may be overwritten;
+        ``shortcut`` may be the block input and never is.
+        """
+        position = self.se_position
+        if position == "standard":
+            out = self.se.scale_add(branch, shortcut, inplace=True)
+        elif position == "identity":
+            out = self.se.scale_add(shortcut, branch)
+        else:
+            out = branch + shortcut
+        out = F.relu_(out)
+        if position == "post":
+            out = self.se(out, inplace=True)
+        return out
+
+
+class SEBottleneckBlock(BottleneckBlock, _SEResidualJoin):
     """Detectron2's bottleneck block with a Squeeze-and-Excitation unit (paper Fig. 3, Fig. 5).
 
     All of ``BottleneckBlock``'s arguments keep their meaning; the ``se_*`` arguments configure
@@ -153,21 +178,10 @@ class SEBottleneckBlock(BottleneckBlock):
         out = F.relu_(self.conv2(out))
         if position == "3x3":
             out = self.se(out, inplace=True)
-        out = self.conv3(out)
-
-        if position == "standard":
-            out = self.se.scale_add(out, shortcut, inplace=True)
-        elif position == "identity":
-            out = self.se.scale_add(shortcut, out)
-        else:
-            out = out + shortcut
-        out = F.relu_(out)
-        if position == "post":
-            out = self.se(out, inplace=True)
-        return out
+        return self._join_branches(self.conv3(out), shortcut)
 
 
-class SEBasicBlock(BasicBlock):
+class SEBasicBlock(BasicBlock, _SEResidualJoin):
     """Detectron2's two-conv basic block (ResNet-18/34) with a Squeeze-and-Excitation unit.
 
     The SE unit recalibrates the residual branch before the addition (the paper's standard
@@ -217,17 +231,7 @@ class SEBasicBlock(BasicBlock):
         shortcut = x if self.shortcut is None else self.shortcut(x)
         out = self.se(x) if position == "pre" else x
         out = F.relu_(self.conv1(out))
-        out = self.conv2(out)
-        if position == "standard":
-            out = self.se.scale_add(out, shortcut, inplace=True)
-        elif position == "identity":
-            out = self.se.scale_add(shortcut, out)
-        else:
-            out = out + shortcut
-        out = F.relu_(out)
-        if position == "post":
-            out = self.se(out, inplace=True)
-        return out
+        return self._join_branches(self.conv2(out), shortcut)
 
 
 class DeepStem(CNNBlockBase):
