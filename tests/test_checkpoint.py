@@ -13,6 +13,7 @@ import logging
 import os
 import pathlib
 import pickle
+import shlex
 import sys
 
 import numpy as np
@@ -453,6 +454,10 @@ def test_contradicting_config_is_an_error(pretrain_files):
     assert "MODEL.RESNETS.STRIDE_IN_1X1 is False but the weights need True" in message
     assert "MODEL.PIXEL_MEAN" not in message and "INPUT.FORMAT" not in message  # these agree
     assert "MODEL.RESNETS.DEPTH" not in message  # agreeing keys are not listed
+    # the suggested command-line overrides make it load
+    suggested = shlex.split(message.split("e.g. add: ")[1])
+    model, cfg = _detector(opts=["MODEL.RESNETS.STRIDE_IN_1X1", False, *suggested])
+    SEDetectionCheckpointer(model, cfg=cfg).load(str(pretrain_files["pkl"]))
     model, cfg = _detector(opts=config_opts(required))
     SEDetectionCheckpointer(model, cfg=cfg).load(str(pretrain_files["pkl"]))
 

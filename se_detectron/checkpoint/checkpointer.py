@@ -279,7 +279,8 @@ class SEDetectionCheckpointer(DetectionCheckpointer):
             details = "; ".join(
                 f"{key} is {have!r} but the weights need {want!r}" for key, have, want in mismatches
             )
-            fix = " ".join(f"{key} {want!r}" for key, _, want in mismatches)
+            # KEY VALUE pairs as one would type them after train_net (lists without spaces)
+            fix = " ".join(f"{key} {repr(want).replace(', ', ',')}" for key, _, want in mismatches)
             raise ConvertedConfigMismatchError(
                 f"the converted weights in MODEL.WEIGHTS were made for another config: {details}. "
                 "The shapes may fit, the features would not. Use the values the converter printed "
