@@ -11,7 +11,7 @@ it is the bottom of the layering.
 """
 
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Any, List, Mapping, Optional, Sequence
 
 from detectron2.config import CfgNode as CN
 from detectron2.config import get_cfg
@@ -20,6 +20,8 @@ __all__ = [
     "CONFIG_ROOT",
     "DEFAULT_COCO_EVAL_BACKEND",
     "add_se_config",
+    "config_opts",
+    "config_value",
     "get_config_file",
     "get_se_cfg",
     "list_configs",
@@ -164,3 +166,20 @@ def get_se_cfg(config_file: Optional[str] = None, opts: Sequence[str] = ()):
     if opts:
         cfg.merge_from_list(list(opts))
     return cfg
+
+
+def config_value(cfg, dotted_key: str) -> Any:
+    """``cfg["A"]["B"]`` for ``"A.B"``.
+
+    Raises:
+        KeyError: if a part of the key is missing.
+    """
+    node = cfg
+    for part in dotted_key.split("."):
+        node = node[part]
+    return node
+
+
+def config_opts(config: Mapping[str, Any]) -> List[Any]:
+    """``{"A.B": v}`` as the flat ``["A.B", v, ...]`` list ``CfgNode.merge_from_list`` takes."""
+    return [item for key_value in config.items() for item in key_value]

@@ -39,7 +39,7 @@ from se_detectron.checkpoint import (
     read_converted,
     source_settings,
 )
-from se_detectron.checkpoint.infer import config_opts
+from se_detectron.config import config_opts
 from se_detectron.modeling import build_se_resnet, build_se_resnet_classifier
 from se_detectron.modeling.archs import apply_arch
 

@@ -12,11 +12,12 @@ import re
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from ..config import get_se_cfg
+from ..config import config_opts, config_value, get_se_cfg
 from ..modeling import build_se_resnet
 from ..modeling.archs import ARCHS
 from ..modeling.config_check import BASIC_DEPTHS, SE_STAGE_NAMES
 from ..modeling.se_resnet import NUM_BLOCKS_PER_STAGE
+from ..utils.state_dict import diff_state_dicts
 from .formats import ConversionError
 
 __all__ = [
@@ -304,13 +305,8 @@ def validate_trunk_state_dict(
     cfg.MODEL.RESNETS.OUT_FEATURES = ["res5"]
     with torch.device("meta"):
         expected = build_se_resnet(cfg, ShapeSpec(channels=in_channels)).state_dict()
-    missing = [k for k in expected if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in expected]
-    wrong = [
-        f"{k}: {tuple(state_dict[k].shape)} vs {tuple(v.shape)}"
-        for k, v in expected.items()
-        if k in state_dict and tuple(state_dict[k].shape) != tuple(v.shape)
-    ]
+    missing, unexpected, wrong_shapes = diff_state_dicts(expected, state_dict)
+    wrong = [f"{k}: {found} vs {want}" for k, found, want in wrong_shapes]
     if missing or unexpected or wrong:
         parts = []
         for label, keys in (
@@ -526,18 +522,6 @@ def match_arch(config: Mapping[str, Any]) -> Optional[str]:
     return None
 
 
-def config_opts(config: Mapping[str, Any]) -> List[Any]:
-    """``{"A.B": v}`` as the flat ``["A.B", v, ...]`` list ``CfgNode.merge_from_list`` takes."""
-    return [item for kv in config.items() for item in kv]
-
-
-def _get(cfg, dotted_key: str):
-    node = cfg
-    for part in dotted_key.split("."):
-        node = node[part]
-    return node
-
-
 def config_mismatches(cfg, config: Mapping[str, Any]) -> List[Tuple[str, Any, Any]]:
     """The keys where ``cfg`` differs from the required ``config``.
 
@@ -552,7 +536,7 @@ def config_mismatches(cfg, config: Mapping[str, Any]) -> List[Tuple[str, Any, An
     out = []
     for key, want in config.items():
         try:
-            have = _get(cfg, key)
+            have = config_value(cfg, key)
         except KeyError:
             out.append((key, None, want))
             continue

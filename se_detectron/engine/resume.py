@@ -8,13 +8,12 @@ already consumed; :class:`RNGStates` saves and restores the Python/NumPy/Torch g
 """
 
 import itertools
-import random
 from typing import Optional
 
-import numpy as np
-import torch
 from detectron2.data.samplers import TrainingSampler
 from detectron2.utils import comm
+
+from ..utils.rng import get_rng_state, set_rng_state
 
 __all__ = ["RNGStates", "ResumableTrainingSampler"]
 
@@ -63,28 +62,14 @@ class ResumableTrainingSampler(TrainingSampler):
 
 
 class RNGStates:
-    """The Python, NumPy and Torch (CPU and CUDA) random states, as a checkpointable."""
+    """The Python, NumPy and Torch (CPU and CUDA) random states, as a checkpointable
+    (:func:`se_detectron.utils.rng.get_rng_state`, the snapshot pretraining saves too)."""
 
     def state_dict(self):
-        kind, keys, pos, has_gauss, cached = np.random.get_state()
-        state = {
-            "python": random.getstate(),
-            "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
-            "torch": torch.get_rng_state(),
-            "rank": comm.get_rank(),
-        }
-        if torch.cuda.is_available():
-            state["cuda"] = torch.cuda.get_rng_state_all()
-        return state
+        return {**get_rng_state(), "rank": comm.get_rank()}
 
     def load_state_dict(self, state):
         # The checkpoint holds the main process' states; other ranks keep their own streams.
         if state.get("rank", 0) != comm.get_rank():
             return
-        version, internal, gauss = state["python"]
-        random.setstate((version, tuple(internal), gauss))
-        kind, keys, pos, has_gauss, cached = state["numpy"]
-        np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-        torch.set_rng_state(state["torch"])
-        if "cuda" in state and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda"])
+        set_rng_state(state)

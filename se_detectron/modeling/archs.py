@@ -2,7 +2,7 @@
 
 This table is the single place that says what ``se_resnet50`` ... ``senet154`` mean in config
 terms; the pretraining tool (``--arch``), the benchmark and the weight converters read it. It
-imports nothing, so any layer can use it.
+imports only :mod:`se_detectron.config`, so any layer above can use it.
 
 Every entry sets every key that shapes the trunk, so applying an architecture on top of any config
 (e.g. a detection config for another depth) fully determines the trunk. SE-ResNets stride in the
@@ -13,6 +13,8 @@ stride-2 projection shortcuts.
 """
 
 from typing import Any, Dict, List, Optional
+
+from ..config import config_opts, config_value
 
 __all__ = ["ARCHS", "ARCH_NAMES", "apply_arch", "arch_opts", "arch_overrides", "find_arch"]
 
@@ -93,7 +95,7 @@ def arch_opts(name: str) -> List[Any]:
     Args:
         name: one of :data:`ARCH_NAMES`.
     """
-    return [item for key_value in arch_overrides(name).items() for item in key_value]
+    return config_opts(arch_overrides(name))
 
 
 def apply_arch(cfg, name: str):
@@ -111,13 +113,6 @@ def apply_arch(cfg, name: str):
     return cfg
 
 
-def _get(cfg, dotted_key: str):
-    node = cfg
-    for part in dotted_key.split("."):
-        node = node[part]
-    return node
-
-
 def find_arch(cfg) -> Optional[str]:
     """The name of the architecture whose overrides ``cfg`` matches, if any.
 
@@ -128,6 +123,6 @@ def find_arch(cfg) -> Optional[str]:
         str or None: e.g. ``"se_resnet50"``; None for a trunk that is not in the table.
     """
     for name, overrides in ARCHS.items():
-        if all(_get(cfg, key) == value for key, value in overrides.items()):
+        if all(config_value(cfg, key) == value for key, value in overrides.items()):
             return name
     return None

@@ -12,22 +12,19 @@ A checkpoint is a plain dict saved with ``torch.save`` that loads with ``weights
 """
 
 import os
-import random
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, Mapping
 
-import numpy as np
 import torch
 
 from ..errors import SEDetectronError
 from ..utils import atomic_write
+from ..utils.state_dict import diff_state_dicts
 
 __all__ = [
     "CheckpointMismatchError",
     "check_state_dict_matches",
-    "get_rng_state",
     "load_checkpoint",
     "save_atomic",
-    "set_rng_state",
 ]
 
 
@@ -81,75 +78,25 @@ def check_state_dict_matches(
     Raises:
         CheckpointMismatchError: naming the first mismatched key and both shapes.
     """
-    for key, tensor in expected.items():
-        if key not in found:
-            raise CheckpointMismatchError(
-                f"{source} does not match the model: key {key!r} (shape "
-                f"{tuple(tensor.shape)} in the model) is missing from the checkpoint; was it "
-                "written for another architecture (--arch / --config-file / opts)?"
-            )
-        if tuple(found[key].shape) != tuple(tensor.shape):
-            raise CheckpointMismatchError(
-                f"{source} does not match the model: {key!r} has shape "
-                f"{tuple(found[key].shape)} in the checkpoint but {tuple(tensor.shape)} in the "
-                "model; was it written for another architecture or number of classes?"
-            )
-    extra = [k for k in found if k not in expected]
+    diff = diff_state_dicts(expected, found)
+    if diff.missing:
+        key = diff.missing[0]
+        raise CheckpointMismatchError(
+            f"{source} does not match the model: key {key!r} (shape "
+            f"{tuple(expected[key].shape)} in the model) is missing from the checkpoint; was it "
+            "written for another architecture (--arch / --config-file / opts)?"
+        )
+    if diff.wrong_shapes:
+        key, found_shape, expected_shape = diff.wrong_shapes[0]
+        raise CheckpointMismatchError(
+            f"{source} does not match the model: {key!r} has shape "
+            f"{found_shape} in the checkpoint but {expected_shape} in the "
+            "model; was it written for another architecture or number of classes?"
+        )
+    extra = diff.unexpected
     if extra:
         raise CheckpointMismatchError(
             f"{source} does not match the model: the checkpoint has key {extra[0]!r} (shape "
             f"{tuple(found[extra[0]].shape)}) that the model lacks ({len(extra)} such keys); "
             "was it written for another architecture?"
         )
-
-
-def get_rng_state() -> Dict[str, Any]:
-    """The Python, NumPy, torch (and CUDA) generator states, in ``weights_only``-safe types."""
-    np_state = np.random.get_state()
-    state = {
-        "python": random.getstate(),
-        "numpy": {
-            "name": np_state[0],
-            "keys": torch.from_numpy(np_state[1].astype(np.int64)),
-            "pos": int(np_state[2]),
-            "has_gauss": int(np_state[3]),
-            "cached_gaussian": float(np_state[4]),
-        },
-        "torch": torch.get_rng_state(),
-        "cuda": None,
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: Optional[Dict[str, Any]]) -> None:
-    """Restore generator states saved by :func:`get_rng_state` (None: do nothing).
-
-    Args:
-        state: the ``rng`` entry of a checkpoint.
-    """
-    if not state:
-        return
-    random.setstate(_as_tuples(state["python"]))
-    n = state["numpy"]
-    np.random.set_state(
-        (
-            n["name"],
-            n["keys"].numpy().astype(np.uint32),
-            n["pos"],
-            n["has_gauss"],
-            n["cached_gaussian"],
-        )
-    )
-    torch.set_rng_state(state["torch"])
-    if state.get("cuda") is not None and torch.cuda.is_available():
-        cuda_states = state["cuda"]
-        if len(cuda_states) == torch.cuda.device_count():
-            torch.cuda.set_rng_state_all(cuda_states)
-
-
-def _as_tuples(obj):
-    if isinstance(obj, (list, tuple)):
-        return tuple(_as_tuples(o) for o in obj)
-    return obj

@@ -30,14 +30,9 @@ from ..data.synthetic_crops import (
 from ..modeling import build_se_resnet_classifier
 from ..modeling.archs import apply_arch, find_arch
 from ..utils.optim import fused_kernel_args
+from ..utils.rng import get_rng_state, set_rng_state
 from .args import get_args_parser
-from .checkpoint import (
-    check_state_dict_matches,
-    get_rng_state,
-    load_checkpoint,
-    save_atomic,
-    set_rng_state,
-)
+from .checkpoint import check_state_dict_matches, load_checkpoint, save_atomic
 from .data import load_data, make_loaders
 from .digits import DIGITS_NAME, default_digits_root, write_digits_dataset
 from .distributed import DistInfo, barrier, cleanup_distributed, init_distributed
