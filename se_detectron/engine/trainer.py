@@ -19,10 +19,16 @@ from detectron2.data import (
     build_detection_train_loader,
     get_detection_dataset_dicts,
 )
-from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase, hooks
+from detectron2.engine import (
+    AMPTrainer,
+    DefaultTrainer,
+    SimpleTrainer,
+    TrainerBase,
+    create_ddp_model,
+    hooks,
+)
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
-from torch.nn.parallel import DistributedDataParallel
 
 from ..checkpoint import SEDetectionCheckpointer, check_no_frozen_random_init
 from ..data import SafeDatasetMapper
@@ -34,18 +40,6 @@ from .resume import ResumableTrainingSampler, RNGStates
 __all__ = ["PlotCurvesHook", "SETrainer"]
 
 logger = logging.getLogger(__name__)
-
-
-def create_ddp_model(model, device: str):
-    """Wrap ``model`` in DistributedDataParallel when there are several processes.
-
-    Unlike Detectron2's ``create_ddp_model``, this also works for CPU processes (gloo), where
-    DDP must not be given ``device_ids``.
-    """
-    if comm.get_world_size() == 1:
-        return model
-    device_ids = [comm.get_local_rank()] if device.startswith("cuda") else None
-    return DistributedDataParallel(model, device_ids=device_ids, broadcast_buffers=False)
 
 
 class PlotCurvesHook(hooks.HookBase):
@@ -91,7 +85,13 @@ class SETrainer(DefaultTrainer):
         model = self.build_model(cfg)
         optimizer = self.build_optimizer(cfg, model)
         data_loader, self.train_sampler = self.build_train_loader_and_sampler(cfg)
-        model = create_ddp_model(model, cfg.MODEL.DEVICE)
+        # Detectron2's create_ddp_model; CPU (gloo) processes must not get device_ids
+        on_cuda = cfg.MODEL.DEVICE.startswith("cuda")
+        model = create_ddp_model(
+            model,
+            device_ids=[comm.get_local_rank()] if on_cuda else None,
+            broadcast_buffers=False,
+        )
         trainer_class = AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer
         self._trainer = trainer_class(model, data_loader, optimizer)
 
