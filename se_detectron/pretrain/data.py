@@ -10,7 +10,7 @@ import os
 from typing import List, Optional, Sequence, Tuple
 
 import torch
-from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+from torch.utils.data import DataLoader, DistributedSampler
 from torch.utils.data.dataloader import default_collate
 from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import IMG_EXTENSIONS
@@ -199,12 +199,10 @@ def make_loaders(
         tuple: ``(train_loader, val_loader, train_sampler)``; call
         ``train_sampler.set_epoch(epoch)`` at the start of every epoch.
     """
-    if world_size > 1:
-        train_sampler = DistributedSampler(
-            dataset_train, num_replicas=world_size, rank=rank, shuffle=True, seed=seed
-        )
-    else:
-        train_sampler = _EpochRandomSampler(dataset_train, seed)
+    # torch's sampler, also for one process: its order depends only on (seed, epoch)
+    train_sampler = DistributedSampler(
+        dataset_train, num_replicas=world_size, rank=rank, shuffle=True, seed=seed
+    )
     per_rank = len(train_sampler)
     collate = default_collate if batch_transform is None else _CollateThen(batch_transform)
     train_loader = DataLoader(
@@ -235,19 +233,3 @@ class _CollateThen:
 
     def __call__(self, batch):
         return self.batch_transform(*default_collate(batch))
-
-
-class _EpochRandomSampler(RandomSampler):
-    """A RandomSampler whose order depends only on ``(seed, epoch)``, like DistributedSampler."""
-
-    def __init__(self, data_source, seed: int):
-        self.seed = seed
-        self.epoch = 0
-        super().__init__(data_source, generator=torch.Generator())
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __iter__(self):
-        self.generator.manual_seed(self.seed + self.epoch)
-        return super().__iter__()

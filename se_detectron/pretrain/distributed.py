@@ -2,8 +2,9 @@
 
 Under ``torchrun --nproc_per_node N`` the environment carries ``RANK``, ``WORLD_SIZE`` and
 ``LOCAL_RANK``; :func:`init_distributed` then joins the group with NCCL on CUDA devices and Gloo
-otherwise. Without those variables everything runs as rank 0 of a world of 1 and the collectives
-below are no-ops.
+otherwise. Without those variables everything runs as rank 0 of a world of 1. Rank, world size,
+main-process test and barrier are Detectron2's :mod:`detectron2.utils.comm` (the same functions
+the detection trainer uses); this module only joins the ``torchrun`` group and sums tensors.
 """
 
 import os
@@ -11,18 +12,9 @@ from typing import Optional
 
 import torch
 import torch.distributed as dist
+from detectron2.utils import comm
 
-__all__ = [
-    "DistInfo",
-    "all_reduce_sum",
-    "barrier",
-    "cleanup_distributed",
-    "get_rank",
-    "get_world_size",
-    "init_distributed",
-    "is_dist",
-    "is_main_process",
-]
+__all__ = ["DistInfo", "all_reduce_sum", "cleanup_distributed", "init_distributed"]
 
 
 class DistInfo:
@@ -102,35 +94,9 @@ def init_distributed(device: str, backend: Optional[str] = None) -> DistInfo:
 
 def cleanup_distributed() -> None:
     """Leave the process group, if any."""
-    if is_dist():
-        dist.barrier()
+    if dist.is_available() and dist.is_initialized():
+        comm.synchronize()
         dist.destroy_process_group()
-
-
-def is_dist() -> bool:
-    """True inside an initialized process group."""
-    return dist.is_available() and dist.is_initialized()
-
-
-def get_rank() -> int:
-    """Global rank (0 when not distributed)."""
-    return dist.get_rank() if is_dist() else 0
-
-
-def get_world_size() -> int:
-    """Number of processes (1 when not distributed)."""
-    return dist.get_world_size() if is_dist() else 1
-
-
-def is_main_process() -> bool:
-    """True on rank 0: the only process that prints progress and writes files."""
-    return get_rank() == 0
-
-
-def barrier() -> None:
-    """Wait for every process (no-op when not distributed)."""
-    if is_dist():
-        dist.barrier()
 
 
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
@@ -139,6 +105,6 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     Args:
         tensor: on this process's device (NCCL needs CUDA tensors).
     """
-    if is_dist():
+    if comm.get_world_size() > 1:
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return tensor

@@ -8,9 +8,10 @@ from typing import Dict, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
+from detectron2.utils import comm
 from tqdm import tqdm
 
-from .distributed import all_reduce_sum, get_world_size, is_main_process
+from .distributed import all_reduce_sum
 
 __all__ = ["accuracy_counts", "autocast_dtype", "evaluate", "train_one_epoch"]
 
@@ -59,7 +60,7 @@ def _progress(iterable, total: int, desc: str, leave: bool = True):
         total=total,
         desc=desc,
         leave=leave,
-        disable=not is_main_process(),
+        disable=not comm.is_main_process(),
         dynamic_ncols=True,
         mininterval=0.5 if sys.stderr.isatty() else 15.0,
         file=sys.stderr,
@@ -103,7 +104,7 @@ def train_one_epoch(
     amp_dtype = autocast_dtype(args.amp_dtype, device) if args.amp else None
     memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
     accum = max(1, int(args.grad_accum_steps))
-    world = get_world_size()
+    world = comm.get_world_size()
     num_batches = len(data_loader)
     lr = optimizer.param_groups[0]["lr"]
 

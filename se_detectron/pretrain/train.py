@@ -18,6 +18,7 @@ from typing import Any, Dict, Optional
 
 import numpy as np
 import torch
+from detectron2.utils import comm
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torchvision.transforms import v2
 
@@ -35,7 +36,7 @@ from .args import get_args_parser
 from .checkpoint import check_state_dict_matches, load_checkpoint, save_atomic
 from .data import load_data, make_loaders
 from .digits import DIGITS_NAME, default_digits_root, write_digits_dataset
-from .distributed import DistInfo, barrier, cleanup_distributed, init_distributed
+from .distributed import DistInfo, cleanup_distributed, init_distributed
 from .engine import autocast_dtype, evaluate, train_one_epoch
 from .plot import append_metrics, plot_curves, truncate_metrics
 
@@ -129,7 +130,7 @@ def _resolve_data(args, dist: DistInfo) -> Dict[str, Any]:
         root = os.path.abspath(args.digits_root or default_digits_root())
         if dist.local_rank == 0:  # atomic and idempotent: safe on shared file systems too
             write_digits_dataset(root, image_size=args.digits_size, seed=0)
-        barrier()
+        comm.synchronize()
         size = args.digits_size
         defaults = {"train_crop": size, "val_resize": size, "val_crop": size}
         defaults.update(hflip=False, min_scale=0.5)
@@ -137,7 +138,7 @@ def _resolve_data(args, dist: DistInfo) -> Dict[str, Any]:
         root = os.path.abspath(args.crops_root or default_synthetic_crops_root())
         if dist.local_rank == 0:
             write_synthetic_crops(root, crop_size=args.crops_size)
-        barrier()
+        comm.synchronize()
         size = args.crops_size
         defaults = {"train_crop": size, "val_resize": size, "val_crop": size}
         defaults.update(hflip=True, min_scale=0.35)
