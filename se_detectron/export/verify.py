@@ -74,17 +74,24 @@ def compare_outputs(
         diff = np.abs(a.astype(np.float64) - e.astype(np.float64))
         max_diff = float(diff.max())
         diffs[name] = max_diff
-        if np.issubdtype(e.dtype, np.integer) or e.dtype == bool:
-            if max_diff != 0:
+        exact = np.issubdtype(e.dtype, np.integer) or e.dtype == bool
+        try:  # torch's criterion: |actual - expected| <= atol + rtol * |expected|, NaN != NaN
+            torch.testing.assert_close(
+                torch.from_numpy(a.astype(np.float64)),
+                torch.from_numpy(e.astype(np.float64)),
+                atol=0.0 if exact else atol,
+                rtol=0.0 if exact else rtol,
+            )
+        except AssertionError:
+            if exact:
                 n = int((diff != 0).sum())
                 raise ExportVerificationError(
                     f"output {name!r}: {n} of {e.size} values differ (max difference {max_diff})"
-                )
-        elif not np.all(diff <= atol + rtol * np.abs(e)):
+                ) from None
             raise ExportVerificationError(
                 f"output {name!r}: max difference {max_diff:.3g} exceeds the tolerance "
                 f"(atol={atol}, rtol={rtol})"
-            )
+            ) from None
     return diffs
 
 
