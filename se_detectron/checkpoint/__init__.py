@@ -33,16 +33,13 @@ from .formats import (
     rename_state_dict,
     strip_common_prefix,
 )
-from .infer import (
+from .infer import SEArchitecture, infer_architecture, match_arch, validate_trunk_state_dict
+from .settings import (
     IMAGENET_RGB_PIXEL_MEAN,
     IMAGENET_RGB_PIXEL_STD,
-    SEArchitecture,
     config_mismatches,
-    infer_architecture,
-    match_arch,
     required_config,
     source_settings,
-    validate_trunk_state_dict,
 )
 
 __all__ = [

@@ -32,7 +32,7 @@ from detectron2.modeling.backbone.resnet import ResNet
 from torch import nn
 
 from ..errors import SEDetectronError
-from .infer import config_mismatches
+from .settings import config_mismatches
 
 __all__ = [
     "BackboneShapeMismatchError",

@@ -13,14 +13,8 @@ from .formats import (
     rename_state_dict,
     strip_common_prefix,
 )
-from .infer import (
-    SEArchitecture,
-    config_mismatches,
-    infer_architecture,
-    match_arch,
-    required_config,
-    validate_trunk_state_dict,
-)
+from .infer import SEArchitecture, infer_architecture, match_arch, validate_trunk_state_dict
+from .settings import config_mismatches, required_config
 
 __all__ = ["ConversionResult", "convert_checkpoint", "convert_state_dict", "format_summary"]
 
