@@ -9,10 +9,8 @@ gradient clipping (``SOLVER.CLIP_GRADIENTS``).
 
 Both use PyTorch's fused kernels (``fused=True``: one kernel for all parameters) when every
 parameter is a floating-point tensor on the CPU or a CUDA device. The update is the same
-(tests compare it with the per-parameter implementation); the step is what changes: for the
-demo's SE-R50-FPN on 2 CPU cores, AdamW took ~29 ms per step fused against 78-120 ms with the
-per-parameter loop PyTorch picks on CPU, ~7% of a demo iteration (SGD on a ResNet-50
-classifier: 18 vs 68 ms).
+(tests compare it with the per-parameter implementation); only the step's time changes (about
+3x faster on CPU; measurements in docs/performance.md, "Fused optimizer steps").
 """
 
 import torch

@@ -131,10 +131,10 @@ def cpu_threads_per_process(num_processes, cores=None, environ=None):
     """Torch threads for each of ``num_processes`` CPU training processes on one machine.
 
     Every PyTorch process starts as many threads as there are cores; N CPU training processes
-    then run N x cores threads that spin against each other. Measured on a 2-core VM (demo
-    config, 2026-12-03): two concurrent trainings at 2 threads each took 5.44 s/iter, at 1 thread
-    each 0.36 s/iter (one alone: 0.21). Like ``torchrun`` (which sets ``OMP_NUM_THREADS=1``), the
-    cores are split between the processes unless the user set ``OMP_NUM_THREADS``.
+    then run N x cores threads that spin against each other (26x slower, measured in
+    docs/performance.md, "CPU threads and loader workers"). Like ``torchrun`` (which sets
+    ``OMP_NUM_THREADS=1``), the cores are split between the processes unless the user set
+    ``OMP_NUM_THREADS``.
 
     Args:
         num_processes: training processes on this machine (``--num-gpus`` on a CPU machine).
