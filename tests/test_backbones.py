@@ -167,6 +167,11 @@ def test_torchscript_scripting(se_cfg):
             r"MODEL.RESNETS.DEPTH=26 is invalid: expected one of \(18, 34, 50, 101, 152\)",
         ),
         ("MODEL.RESNETS.RES5_DILATION", 3, "MODEL.RESNETS.RES5_DILATION=3"),
+        (
+            "MODEL.RESNETS.DEFORM_ON_PER_STAGE",
+            [False, False, True, True],
+            r"MODEL.RESNETS.DEFORM_ON_PER_STAGE=\[False, False, True, True\] is invalid.*deform",
+        ),
         ("MODEL.BACKBONE.FREEZE_AT", 7, "MODEL.BACKBONE.FREEZE_AT=7"),
     ],
 )

@@ -56,6 +56,16 @@ def check_se_config(cfg):
         _check_basic_block_config(cfg)
     if res.RES5_DILATION not in (1, 2):
         raise _bad("MODEL.RESNETS.RES5_DILATION", res.RES5_DILATION, "1 or 2")
+    if any(res.DEFORM_ON_PER_STAGE):
+        # Detectron2's ResNet would build DeformBottleneckBlocks; the SE blocks have no
+        # deformable variant, so the key would be silently ignored.
+        raise _bad(
+            "MODEL.RESNETS.DEFORM_ON_PER_STAGE",
+            list(res.DEFORM_ON_PER_STAGE),
+            "[False, False, False, False]: the SE trunks have no deformable-conv blocks (and the "
+            "sal-detectron2 wheel's detectron2._C, which deformable convs need, does not load "
+            "on Python 3.11)",
+        )
     if res.NUM_GROUPS < 1 or res.WIDTH_PER_GROUP < 1:
         raise SEConfigError(
             "MODEL.RESNETS.NUM_GROUPS and MODEL.RESNETS.WIDTH_PER_GROUP must be positive, got "
