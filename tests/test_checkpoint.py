@@ -333,6 +333,22 @@ def test_pretrain_round_trip(pretrain_files, kind, prefix):
         assert torch.equal(state[prefix + key], value), key
 
 
+def test_pretrain_round_trip_c4(pretrain_files):
+    """C4: stem/res2-res4 go to the backbone, res5 (with its SE units) into SERes5ROIHeads."""
+    model, _ = _detector("COCO-Detection/faster_rcnn_SE_R_50_C4_1x.yaml")
+    checkpointer = SEDetectionCheckpointer(model)
+    checkpointer.load(str(pretrain_files["pkl"]))
+    incompatible = checkpointer.last_incompatible_keys
+    assert incompatible.unexpected_keys == [] and incompatible.incorrect_shapes == []
+    trunk = ("backbone.", "roi_heads.res5.")  # a C4 backbone is the bare trunk (stem, res2-res4)
+    assert [k for k in incompatible.missing_keys if k.startswith(trunk)] == []
+    state = model.state_dict()
+    for key, value in pretrain_files["trunk"].items():
+        target = ("roi_heads." if key.startswith("res5.") else "backbone.") + key
+        assert torch.equal(state[target], value), key
+    assert "roi_heads.res5.2.se.fc2.weight" in state
+
+
 def test_ema_weights_are_loaded(pretrain_files):
     model, _ = _detector()
     SEDetectionCheckpointer(model).load(str(pretrain_files["ema_pkl"]))

@@ -29,6 +29,7 @@ def test_configs_found():
     for required in [
         "Base-SE-RCNN-FPN.yaml",
         "COCO-Detection/faster_rcnn_SE_R_50_FPN_1x.yaml",
+        "COCO-Detection/faster_rcnn_SE_R_50_C4_1x.yaml",
         "COCO-Detection/faster_rcnn_SE_R_50_FPN_3x.yaml",
         "COCO-Detection/faster_rcnn_SE_R_101_FPN_3x.yaml",
         "COCO-Detection/faster_rcnn_SE_X_101_32x4d_FPN_3x.yaml",
@@ -58,7 +59,11 @@ def test_config_builds_trains_and_infers(config_file):
     cfg.MODEL.RPN.POST_NMS_TOPK_TRAIN = cfg.MODEL.RPN.POST_NMS_TOPK_TEST = 50
     cfg.MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE = 32
     model = build_model(cfg)
-    assert "SE" in type(model.backbone.bottom_up.res5[0]).__name__
+    if cfg.MODEL.ROI_HEADS.NAME == "SERes5ROIHeads":  # C4: res5 runs per RoI in the box head
+        assert "SE" in type(model.roi_heads.res5[0]).__name__
+        assert "SE" in type(model.backbone.res4[0]).__name__ and "res5" not in model.backbone.stages
+    else:
+        assert "SE" in type(model.backbone.bottom_up.res5[0]).__name__
     num_classes = (
         cfg.MODEL.RETINANET.NUM_CLASSES
         if cfg.MODEL.META_ARCHITECTURE == "RetinaNet"

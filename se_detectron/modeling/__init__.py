@@ -1,4 +1,5 @@
-"""SE backbones; importing this module registers them in Detectron2's BACKBONE_REGISTRY."""
+"""SE backbones and the SE C4 head; importing this module registers them in Detectron2's
+BACKBONE_REGISTRY and ROI_HEADS_REGISTRY."""
 
 from .classifier import build_se_resnet_classifier
 from .config_check import SE_POSITIONS, SE_STAGE_NAMES, SEConfigError, check_se_config
@@ -11,6 +12,7 @@ from .se_resnet import (
     build_se_resnet,
     build_se_resnet_backbone,
 )
+from .se_roi_heads import SERes5ROIHeads
 
 __all__ = [
     "SE_POSITIONS",
@@ -20,6 +22,7 @@ __all__ = [
     "SEBasicBlock",
     "SEBottleneckBlock",
     "SEConfigError",
+    "SERes5ROIHeads",
     "build_retinanet_se_resnet_fpn_backbone",
     "build_se_resnet",
     "build_se_resnet_backbone",

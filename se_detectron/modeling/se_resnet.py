@@ -8,7 +8,7 @@ assembled by Detectron2's ``ResNet``, so module names, ``freeze_at``, ``out_feat
 ``output_shape()`` behave exactly like ``build_resnet_backbone``.
 """
 
-from typing import List, Optional
+from typing import Any, Dict, List, Optional
 
 import torch
 from detectron2.layers import CNNBlockBase, Conv2d, ShapeSpec, get_norm
@@ -280,6 +280,55 @@ def _stem_pool(x: torch.Tensor, ceil_pool: bool) -> torch.Tensor:
     return F.max_pool2d(x, kernel_size=3, stride=2, padding=1)
 
 
+def se_block_kwargs(
+    cfg, stage: str, bottleneck_channels: int, dilation: int = 1, basic: bool = False
+) -> Dict[str, Any]:
+    """The ``block_class`` and block arguments of one stage, for ``ResNet.make_stage``.
+
+    The one place that decides plain vs SE block and passes the ``MODEL.RESNETS.*`` /
+    ``MODEL.SE.*`` block options; used by :func:`build_se_resnet` for every stage and by
+    :class:`~se_detectron.modeling.SERes5ROIHeads` for the C4 head's res5.
+
+    Args:
+        cfg: a config with ``add_se_config`` applied (already checked).
+        stage: ``"res2"`` ... ``"res5"``; SE blocks if it is in ``MODEL.SE.STAGES``.
+        bottleneck_channels: the stage's 3x3 conv width (bottleneck blocks).
+        dilation: the stage's dilation (bottleneck blocks).
+        basic: basic blocks (ResNet-18/34), which take no bottleneck, group or dilation options.
+
+    Returns:
+        dict: ``block_class`` and its keyword arguments (without channels, strides and norm).
+    """
+    se = cfg.MODEL.SE
+    se_kwargs = {
+        "se_reduction": se.REDUCTION,
+        "se_squeeze": se.SQUEEZE,
+        "se_gate": se.GATE,
+        "se_bias": se.BIAS,
+        "se_position": se.POSITION,
+    }
+    with_se = stage in se.STAGES
+    if basic:  # BasicBlock takes no bottleneck/group/dilation arguments (as Detectron2's)
+        if with_se:
+            return {"block_class": SEBasicBlock, **se_kwargs}
+        return {"block_class": BasicBlock}
+    kwargs = {
+        "block_class": BottleneckBlock,
+        "bottleneck_channels": bottleneck_channels,
+        "num_groups": cfg.MODEL.RESNETS.NUM_GROUPS,
+        "stride_in_1x1": cfg.MODEL.RESNETS.STRIDE_IN_1X1,
+        "dilation": dilation,
+    }
+    if with_se:
+        kwargs.update(
+            block_class=SEBottleneckBlock,
+            conv1_channels=int(round(bottleneck_channels * se.CONV1_WIDTH_RATIO)),
+            shortcut_kernel_size=se.SHORTCUT_KERNEL if stage != "res2" else 1,
+            **se_kwargs,
+        )
+    return kwargs
+
+
 def build_se_resnet(cfg, input_shape: ShapeSpec, num_classes: Optional[int] = None) -> ResNet:
     """Build a Detectron2 ``ResNet`` whose stages in ``MODEL.SE.STAGES`` use SE bottlenecks.
 
@@ -303,22 +352,11 @@ def build_se_resnet(cfg, input_shape: ShapeSpec, num_classes: Optional[int] = No
     width_per_group     = cfg.MODEL.RESNETS.WIDTH_PER_GROUP
     stem_out_channels   = cfg.MODEL.RESNETS.STEM_OUT_CHANNELS
     out_channels        = cfg.MODEL.RESNETS.RES2_OUT_CHANNELS
-    stride_in_1x1       = cfg.MODEL.RESNETS.STRIDE_IN_1X1
     res5_dilation       = cfg.MODEL.RESNETS.RES5_DILATION
     out_features        = cfg.MODEL.RESNETS.OUT_FEATURES
     freeze_at           = cfg.MODEL.BACKBONE.FREEZE_AT
-    se_stages           = set(cfg.MODEL.SE.STAGES)
     stem_type           = cfg.MODEL.SE.STEM
     stem_ceil_pool      = cfg.MODEL.SE.STEM_CEIL_POOL
-    conv1_ratio         = cfg.MODEL.SE.CONV1_WIDTH_RATIO
-    shortcut_kernel     = cfg.MODEL.SE.SHORTCUT_KERNEL
-    se_kwargs = {
-        "se_reduction": cfg.MODEL.SE.REDUCTION,
-        "se_squeeze":   cfg.MODEL.SE.SQUEEZE,
-        "se_gate":      cfg.MODEL.SE.GATE,
-        "se_bias":      cfg.MODEL.SE.BIAS,
-        "se_position":  cfg.MODEL.SE.POSITION,
-    }
     # fmt: on
 
     if stem_type == "deep":
@@ -342,25 +380,9 @@ def build_se_resnet(cfg, input_shape: ShapeSpec, num_classes: Optional[int] = No
             "out_channels": out_channels,
             "norm": norm,
         }
-        if basic:  # BasicBlock takes no bottleneck/group/dilation arguments (as Detectron2's)
-            stage_kwargs["block_class"] = BasicBlock
-            if name in se_stages:
-                stage_kwargs.update(block_class=SEBasicBlock, **se_kwargs)
-        else:
-            stage_kwargs.update(
-                bottleneck_channels=bottleneck_channels,
-                num_groups=num_groups,
-                stride_in_1x1=stride_in_1x1,
-                dilation=dilation,
-                block_class=BottleneckBlock,
-            )
-            if name in se_stages:
-                stage_kwargs.update(
-                    block_class=SEBottleneckBlock,
-                    conv1_channels=int(round(bottleneck_channels * conv1_ratio)),
-                    shortcut_kernel_size=shortcut_kernel if idx > 0 else 1,
-                    **se_kwargs,
-                )
+        stage_kwargs.update(
+            se_block_kwargs(cfg, name, bottleneck_channels, dilation=dilation, basic=basic)
+        )
         stages.append(ResNet.make_stage(**stage_kwargs))
         in_channels = out_channels
         out_channels *= 2
