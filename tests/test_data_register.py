@@ -276,6 +276,10 @@ def test_voc_splits_of_one_root_share_classes(tmp_path):
 def test_voc_conflicting_classes_for_one_root(tmp_path):
     _voc_train_val(tmp_path / "VOC")
     cfg = add_se_config(get_cfg())
+    cfg.DATASETS.REGISTER_VOC = [f"t_vocd_{s}:{tmp_path / 'VOC'}:{s}" for s in ("train", "val")]
+    register_datasets_from_cfg(cfg, synthetic=False)  # the root is scanned once, for both
+    assert MetadataCatalog.get("t_vocd_val").thing_classes == ["Alive", "Dead"]
+    assert MetadataCatalog.get("t_vocd_train").thing_classes == ["Alive", "Dead"]
     entries = [f"t_vocc_train:{tmp_path / 'VOC'}:train", f"t_vocc_val:{tmp_path / 'VOC'}:val:Dead"]
     cfg.DATASETS.REGISTER_VOC = entries
     with pytest.raises(DatasetConfigError) as e:

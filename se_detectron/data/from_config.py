@@ -54,19 +54,22 @@ def register_datasets_from_cfg(cfg, synthetic=True):
         )
         names.append(register_coco_dataset(name, json_file, image_root))
     voc_roots = {}  # root -> (entry index, class names): one id map per root
+    scanned = {}  # root -> the classes found in all its splits (scan each root once)
     for i, entry in enumerate(datasets.get("REGISTER_VOC", [])):
         fields = _parse_entry(entry, "DATASETS.REGISTER_VOC", i, _VOC_FORMAT, 3, 4)
-        classes = None
+        root = os.path.abspath(os.path.expanduser(fields[1]))
+        given = None
         if len(fields) == 4:
-            classes = [c.strip() for c in fields[3].split(",")]
-            if not all(classes):
+            given = [c.strip() for c in fields[3].split(",")]
+            if not all(given):
                 raise DatasetConfigError(
                     f"Malformed class list in cfg.DATASETS.REGISTER_VOC[{i}] {entry!r}: "
                     f"expected '{_VOC_FORMAT}'."
                 )
-        names.append(register_voc_dataset(fields[0], fields[1], fields[2], classes))
-        root = os.path.abspath(os.path.expanduser(fields[1]))
+        names.append(register_voc_dataset(fields[0], root, fields[2], given or scanned.get(root)))
         classes = MetadataCatalog.get(fields[0]).thing_classes
+        if given is None:
+            scanned.setdefault(root, classes)
         first, first_classes = voc_roots.setdefault(root, (i, classes))
         if classes != first_classes:
             raise DatasetConfigError(

@@ -152,8 +152,10 @@ def check_same_classes(train_names, test_names):
         for name in names
     ]
     known = [k for k in known if k[2] is not None]
+    if not known:
+        return
+    ref_key, ref_name, ref_classes = known[0]
     for key, name, classes in known[1:]:
-        ref_key, ref_name, ref_classes = known[0]
         if list(classes) != list(ref_classes):
             raise DatasetConfigError(
                 f"cfg.{key} dataset '{name}' has the classes {list(classes)}, but "

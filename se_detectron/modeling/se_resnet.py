@@ -18,7 +18,13 @@ from fvcore.nn import weight_init
 from torch.nn import functional as F
 
 from ..layers import SqueezeExcitation
-from .config_check import BASIC_SE_POSITIONS, SE_POSITIONS, SE_STAGE_NAMES, check_se_config
+from .config_check import (
+    BASIC_DEPTHS,
+    BASIC_SE_POSITIONS,
+    SE_POSITIONS,
+    SE_STAGE_NAMES,
+    check_se_config,
+)
 
 __all__ = [
     "SE_POSITIONS",
@@ -39,7 +45,6 @@ NUM_BLOCKS_PER_STAGE = {
     101: [3, 4, 23, 3],
     152: [3, 8, 36, 3],
 }
-BASIC_BLOCK_DEPTHS = (18, 34)
 
 
 class _SEResidualJoin:
@@ -280,9 +285,7 @@ def _stem_pool(x: torch.Tensor, ceil_pool: bool) -> torch.Tensor:
     return F.max_pool2d(x, kernel_size=3, stride=2, padding=1)
 
 
-def se_block_kwargs(
-    cfg, stage: str, bottleneck_channels: int, dilation: int = 1, basic: bool = False
-) -> Dict[str, Any]:
+def se_block_kwargs(cfg, stage: str, bottleneck_channels: int, dilation: int = 1) -> Dict[str, Any]:
     """The ``block_class`` and block arguments of one stage, for ``ResNet.make_stage``.
 
     The one place that decides plain vs SE block and passes the ``MODEL.RESNETS.*`` /
@@ -294,7 +297,6 @@ def se_block_kwargs(
         stage: ``"res2"`` ... ``"res5"``; SE blocks if it is in ``MODEL.SE.STAGES``.
         bottleneck_channels: the stage's 3x3 conv width (bottleneck blocks).
         dilation: the stage's dilation (bottleneck blocks).
-        basic: basic blocks (ResNet-18/34), which take no bottleneck, group or dilation options.
 
     Returns:
         dict: ``block_class`` and its keyword arguments (without channels, strides and norm).
@@ -308,7 +310,8 @@ def se_block_kwargs(
         "se_position": se.POSITION,
     }
     with_se = stage in se.STAGES
-    if basic:  # BasicBlock takes no bottleneck/group/dilation arguments (as Detectron2's)
+    if cfg.MODEL.RESNETS.DEPTH in BASIC_DEPTHS:
+        # ResNet-18/34: BasicBlock takes no bottleneck/group/dilation arguments (as Detectron2's)
         if with_se:
             return {"block_class": SEBasicBlock, **se_kwargs}
         return {"block_class": BasicBlock}
@@ -367,7 +370,6 @@ def build_se_resnet(cfg, input_shape: ShapeSpec, num_classes: Optional[int] = No
 
     in_channels = stem_out_channels
     bottleneck_channels = num_groups * width_per_group
-    basic = depth in BASIC_BLOCK_DEPTHS
     stages: List[List[CNNBlockBase]] = []
     for idx, (name, num_blocks) in enumerate(zip(SE_STAGE_NAMES, NUM_BLOCKS_PER_STAGE[depth])):
         # res5_dilation is used this way as a convention in R-FCN & Deformable Conv paper
@@ -380,9 +382,7 @@ def build_se_resnet(cfg, input_shape: ShapeSpec, num_classes: Optional[int] = No
             "out_channels": out_channels,
             "norm": norm,
         }
-        stage_kwargs.update(
-            se_block_kwargs(cfg, name, bottleneck_channels, dilation=dilation, basic=basic)
-        )
+        stage_kwargs.update(se_block_kwargs(cfg, name, bottleneck_channels, dilation=dilation))
         stages.append(ResNet.make_stage(**stage_kwargs))
         in_channels = out_channels
         out_channels *= 2
