@@ -6,8 +6,12 @@ them all (the command-line tools report them as one message, without a traceback
 ``except ValueError`` code keeps working. This module imports nothing from the package.
 """
 
-__all__ = ["SEDetectronError"]
+__all__ = ["PretrainError", "SEDetectronError"]
 
 
 class SEDetectronError(Exception):
     """Base class of se_detectron's user-facing errors; the message names what to fix."""
+
+
+class PretrainError(SEDetectronError, ValueError):
+    """An invalid pretraining option or data folder (``tools/pretrain_imagenet.py``)."""

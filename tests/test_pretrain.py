@@ -146,10 +146,16 @@ def test_train_options_ema_mixup_amp_accum(image_root, tmp_path):
     assert result["last"]["epoch"] == 2
 
 
-def test_warmup_longer_than_the_run_is_an_error(image_root, tmp_path):
+def test_warmup_longer_than_the_run_is_an_error(image_root, tmp_path, capsys):
     with pytest.raises(ValueError, match="--lr-warmup-epochs 3 must be smaller than --epochs 2"):
         run(image_root, tmp_path / "w", "--epochs", "2", "--lr-warmup-epochs", "3")
     assert not (tmp_path / "w" / "checkpoint.pth").exists()
+    # the command line reports it as one error line, no traceback
+    from se_detectron.pretrain.train import cli
+
+    argv = ["--data-path", str(image_root), "--output-dir", str(tmp_path / "w"), "--device", "cpu"]
+    assert cli([*argv, "--epochs", "2", "--lr-warmup-epochs", "3"]) == 2
+    assert capsys.readouterr().err.strip().startswith("error: --lr-warmup-epochs 3")
 
 
 def test_resume_continues_exactly(image_root, tmp_path):

@@ -16,7 +16,7 @@ from typing import Any, Dict, Mapping
 
 import torch
 
-from ..errors import SEDetectronError
+from ..errors import PretrainError, SEDetectronError
 from ..utils import atomic_write
 from ..utils.state_dict import diff_state_dicts
 
@@ -61,7 +61,7 @@ def load_checkpoint(path: str) -> Dict[str, Any]:
         )
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(ckpt, dict) or "model" not in ckpt:
-        raise ValueError(f"{path} is not a pretraining checkpoint: it has no 'model' entry")
+        raise PretrainError(f"{path} is not a pretraining checkpoint: it has no 'model' entry")
     return ckpt
 
 

@@ -16,6 +16,8 @@ from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import IMG_EXTENSIONS
 from torchvision.transforms import v2
 
+from ..errors import PretrainError
+
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
@@ -102,13 +104,13 @@ def check_image_folder(path: str) -> List[str]:
         )
     classes = sorted(e.name for e in os.scandir(path) if e.is_dir())
     if not classes:
-        raise ValueError(
+        raise PretrainError(
             f"image folder {path} has no class sub-folders (expected {path}/<class>/*)"
         )
     for dirpath, _dirs, files in os.walk(path, followlinks=True):
         if dirpath != path and any(f.lower().endswith(IMG_EXTENSIONS) for f in files):
             return classes
-    raise ValueError(
+    raise PretrainError(
         f"image folder {path} has {len(classes)} class sub-folders but no image in them "
         f"(extensions read: {', '.join(IMG_EXTENSIONS)})"
     )
@@ -145,7 +147,7 @@ def load_data(
     if train_classes != val_classes:
         only_train = sorted(set(train_classes) - set(val_classes))
         only_val = sorted(set(val_classes) - set(train_classes))
-        raise ValueError(
+        raise PretrainError(
             f"the class folders of {train_dir} ({len(train_classes)}) and {val_dir} "
             f"({len(val_classes)}) differ: only in train: {only_train[:10]}, only in val: "
             f"{only_val[:10]}"

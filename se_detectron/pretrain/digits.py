@@ -21,6 +21,7 @@ from typing import Dict, Optional
 
 import numpy as np
 
+from ..errors import PretrainError
 from ..utils.atomic import publish_directory, read_manifest
 
 __all__ = ["DIGITS_NAME", "default_digits_root", "digits_manifest", "write_digits_dataset"]
@@ -84,9 +85,9 @@ def write_digits_dataset(
     from sklearn.model_selection import train_test_split
 
     if int(image_size) < 8:
-        raise ValueError(f"digits image_size must be >= 8 pixels, got {image_size}")
+        raise PretrainError(f"digits image_size must be >= 8 pixels, got {image_size}")
     if not 0.0 < val_fraction < 1.0:
-        raise ValueError(f"digits val_fraction must be in (0, 1), got {val_fraction}")
+        raise PretrainError(f"digits val_fraction must be in (0, 1), got {val_fraction}")
     root = os.path.abspath(root or default_digits_root())
     params = digits_manifest(image_size, val_fraction, seed)
 

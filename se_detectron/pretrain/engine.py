@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from detectron2.utils import comm
 from tqdm import tqdm
 
+from ..errors import PretrainError
 from .distributed import all_reduce_sum
 
 __all__ = ["accuracy_counts", "autocast_dtype", "evaluate", "train_one_epoch"]
@@ -29,7 +30,7 @@ def autocast_dtype(amp_dtype: str, device: torch.device) -> torch.dtype:
     if amp_dtype == "auto":
         amp_dtype = "fp16" if device.type == "cuda" else "bf16"
     if amp_dtype == "fp16" and device.type == "cpu":
-        raise ValueError("--amp-dtype fp16 needs a CUDA device; on CPU use --amp-dtype bf16")
+        raise PretrainError("--amp-dtype fp16 needs a CUDA device; on CPU use --amp-dtype bf16")
     return {"bf16": torch.bfloat16, "fp16": torch.float16}[amp_dtype]
 
 

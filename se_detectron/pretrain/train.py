@@ -13,6 +13,7 @@ tools/pretrain_imagenet.py`` (one process per GPU, or CPU processes with Gloo).
 import json
 import os
 import random
+import sys
 import time
 from typing import Any, Dict, Optional
 
@@ -28,6 +29,7 @@ from ..data.synthetic_crops import (
     default_synthetic_crops_root,
     write_synthetic_crops,
 )
+from ..errors import PretrainError, SEDetectronError
 from ..modeling import build_se_resnet_classifier
 from ..modeling.archs import apply_arch, find_arch
 from ..utils.optim import fused_kernel_args
@@ -59,7 +61,7 @@ def build_trunk_cfg(args):
     cfg.MODEL.RESNETS.NORM = "BN"
     if args.opts:
         if len(args.opts) % 2:
-            raise ValueError(f"config overrides come in KEY VALUE pairs, got {args.opts}")
+            raise PretrainError(f"config overrides come in KEY VALUE pairs, got {args.opts}")
         cfg.merge_from_list(list(args.opts))
     return cfg
 
@@ -76,7 +78,7 @@ def build_model(cfg, num_classes: int, dist: DistInfo, args) -> torch.nn.Module:
     model = build_se_resnet_classifier(cfg, num_classes)
     if args.sync_bn and dist.distributed:
         if dist.device.type == "cpu":
-            raise ValueError(
+            raise PretrainError(
                 "--sync-bn uses torch.nn.SyncBatchNorm, which needs GPUs; on CPU drop it or use "
                 "Detectron2's all-reduce BN with the override MODEL.RESNETS.NORM naiveSyncBN"
             )
@@ -196,9 +198,9 @@ def _main(args, dist: DistInfo) -> Dict[str, Any]:
     if args.amp:
         autocast_dtype(args.amp_dtype, device)  # fail early on fp16 + CPU
     if args.grad_accum_steps < 1 or args.model_ema_steps < 1:
-        raise ValueError("--grad-accum-steps and --model-ema-steps must be >= 1")
+        raise PretrainError("--grad-accum-steps and --model-ema-steps must be >= 1")
     if not args.test_only and args.lr_warmup_epochs >= args.epochs:
-        raise ValueError(
+        raise PretrainError(
             f"--lr-warmup-epochs {args.lr_warmup_epochs} must be smaller than --epochs "
             f"{args.epochs}: the run would end before the warmup does and never train at --lr"
         )
@@ -401,6 +403,16 @@ def _main(args, dist: DistInfo) -> Dict[str, Any]:
 
 
 def cli(argv=None) -> int:
-    """``tools/pretrain_imagenet.py`` / ``se-pretrain-imagenet``: parse ``argv`` and pretrain."""
-    main(get_args_parser().parse_args(argv))
+    """``tools/pretrain_imagenet.py`` / ``se-pretrain-imagenet``: parse ``argv`` and pretrain.
+
+    Returns:
+        int: 0, or 2 after printing one ``error:`` line for a user error (bad option, data
+        folder, checkpoint), as ``tools/train_net.py`` does.
+    """
+    args = get_args_parser().parse_args(argv)
+    try:
+        main(args)
+    except (SEDetectronError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     return 0
