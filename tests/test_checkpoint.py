@@ -223,7 +223,7 @@ def test_unknown_format_lists_the_formats():
 def pretrain_files(tmp_path_factory):
     """A fake se_detectron pretraining checkpoint (SE-R50 classifier), converted twice.
 
-    It has the layout of se_detectron.pretrain.checkpoint: args as a dict, the trunk config as
+    It has the layout of se_detectron.pretrain.train_state: args as a dict, the trunk config as
     YAML under "cfg" (here with STEM_CEIL_POOL True, unlike ARCHS["se_resnet50"], to show that
     "cfg" wins), "arch", and the EMA weights under "model_ema".
     """

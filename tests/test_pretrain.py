@@ -315,7 +315,7 @@ def test_ddp_two_processes_with_torchrun(image_root, tmp_path):
 
 
 def test_metrics_reader_skips_a_line_cut_by_a_kill(tmp_path):
-    from se_detectron.pretrain.plot import read_metrics
+    from se_detectron.pretrain.epoch_metrics import read_metrics
 
     path = tmp_path / "metrics.jsonl"
     path.write_text('{"epoch": 1, "val_top1": 50.0}\n\n{"epoch": 2, "val_to')

@@ -16,7 +16,7 @@ from torch import nn
 
 from ..config import get_se_cfg
 from ..modeling import build_se_resnet_classifier
-from ..pretrain.checkpoint import load_checkpoint
+from ..pretrain.train_state import load_checkpoint
 from .recorder import ExcitationRecorder
 
 __all__ = [

@@ -34,8 +34,8 @@ from ..checkpoint import SEDetectionCheckpointer, check_no_frozen_random_init
 from ..data import SafeDatasetMapper
 from ..evaluation import build_coco_evaluator
 from .optimizer import build_optimizer
-from .plot import plot_training_curves
 from .resume import ResumableTrainingSampler, RNGStates
+from .training_curves import plot_training_curves
 
 __all__ = ["PlotCurvesHook", "SETrainer"]
 

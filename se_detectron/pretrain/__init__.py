@@ -19,11 +19,11 @@ Modules:
 
 from ..modeling.archs import ARCH_NAMES, ARCHS, apply_arch, arch_opts, arch_overrides, find_arch
 from .args import DEMO_ARGS, DEMO_COMMAND, get_args_parser
-from .checkpoint import CheckpointMismatchError, load_checkpoint
 from .data import build_eval_transform, build_train_transform, load_data
 from .digits import DIGITS_NAME, default_digits_root, write_digits_dataset
-from .engine import evaluate, train_one_epoch
+from .loop import evaluate, train_one_epoch
 from .train import build_trunk_cfg, main
+from .train_state import CheckpointMismatchError, load_checkpoint
 
 __all__ = [
     "ARCHS",

@@ -35,12 +35,12 @@ from ..modeling.archs import apply_arch, find_arch
 from ..utils.optim import fused_kernel_args
 from ..utils.rng import get_rng_state, set_rng_state
 from .args import get_args_parser
-from .checkpoint import check_state_dict_matches, load_checkpoint, save_atomic
 from .data import load_data, make_loaders
 from .digits import DIGITS_NAME, default_digits_root, write_digits_dataset
 from .distributed import DistInfo, cleanup_distributed, init_distributed
-from .engine import autocast_dtype, evaluate, train_one_epoch
-from .plot import append_metrics, plot_curves, truncate_metrics
+from .epoch_metrics import append_metrics, plot_curves, truncate_metrics
+from .loop import autocast_dtype, evaluate, train_one_epoch
+from .train_state import check_state_dict_matches, load_checkpoint, save_atomic
 
 __all__ = ["build_lr_scheduler", "build_model", "build_trunk_cfg", "cli", "main"]
 

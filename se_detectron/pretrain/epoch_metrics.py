@@ -19,7 +19,7 @@ def read_metrics(path: str) -> List[Dict[str, Any]]:
     """The records of a ``metrics.jsonl`` file ([] if it does not exist).
 
     A line that does not parse (the last line of a run killed while appending) is skipped, as
-    in :func:`se_detectron.engine.plot.read_metrics`.
+    in :func:`se_detectron.engine.training_curves.read_metrics`.
 
     Args:
         path: the file.
