@@ -1,3 +1,4 @@
+import copy
 import json
 import os
 
@@ -15,6 +16,7 @@ from se_detectron.data import (
     SYNTHETIC_VAL,
     DatasetConfigError,
     ImageReadError,
+    MaskFormatError,
     SafeDatasetMapper,
     UnregisteredDatasetError,
     check_datasets_registered,
@@ -397,6 +399,33 @@ def test_mapper_read_errors_name_the_file(tmp_path, mapper):
             mapper({"file_name": path, "image_id": 7, "height": 48, "width": 64})
         assert f"'{path}'" in str(e.value) and cause in str(e.value)
         assert isinstance(e.value, OSError)
+
+
+def test_mapper_rle_masks_need_bitmask_format(tmp_path):
+    from pycocotools import mask as mask_util
+
+    path = str(tmp_path / "ok.png")
+    _image(path, (40, 30))
+    mask = np.zeros((30, 40), dtype=np.uint8)
+    mask[5:15, 10:30] = 1
+    rle = mask_util.encode(np.asfortranarray(mask))
+    anno = {"bbox": [10, 5, 20, 10], "bbox_mode": 1, "category_id": 0, "iscrowd": 0}
+    record = {"file_name": path, "height": 30, "width": 40, "annotations": [anno]}
+    anno["segmentation"] = rle
+    cfg = get_cfg()
+    cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.RANDOM_FLIP = (30,), "none"
+    cfg.MODEL.MASK_ON = True
+    with pytest.raises(MaskFormatError, match="INPUT.MASK_FORMAT bitmask") as e:
+        SafeDatasetMapper(cfg, is_train=True)(copy.deepcopy(record))
+    assert f"'{path}'" in str(e.value)
+    cfg.INPUT.MASK_FORMAT = "bitmask"
+    out = SafeDatasetMapper(cfg, is_train=True)(copy.deepcopy(record))
+    assert (out["instances"].gt_masks.tensor[0].numpy() == mask.astype(bool)).all()
+    # polygons still work with the polygon format
+    cfg.INPUT.MASK_FORMAT = "polygon"
+    anno["segmentation"] = [[10, 5, 30, 5, 30, 15, 10, 15]]
+    out = SafeDatasetMapper(cfg, is_train=True)(copy.deepcopy(record))
+    assert len(out["instances"].gt_masks) == 1
 
 
 def test_mapper_other_errors_unchanged(tmp_path, mapper):

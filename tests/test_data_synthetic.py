@@ -130,6 +130,27 @@ def test_drawn_pixels_match_boxes(small_dataset):
     assert [a["bbox"] for a in anns] == [synthetic_module._tight_box(m) for _, m in objects]
 
 
+def test_masks_are_the_visible_pixels(small_dataset):
+    """Each RLE mask is the drawn shape's visible pixels: same area and tight box, no overlap."""
+    from pycocotools import mask as mask_util
+
+    coco = _load_json(small_dataset["val_json"])
+    image = coco["images"][0]
+    rng = np.random.default_rng([SMALL["seed"], 1, 0])  # stream of val image 0
+    _, objects = synthetic_module._draw_image(rng, 256)
+    anns = [a for a in coco["annotations"] if a["image_id"] == image["id"]]
+    masks = [mask_util.decode(a["segmentation"]).astype(bool) for a in anns]
+    assert len(masks) == len(objects)
+    for mask, (_, visible) in zip(masks, objects):
+        assert mask.shape == (256, 256) and (mask == visible).all()
+    train = _load_json(small_dataset["train_json"])
+    for ann in train["annotations"]:
+        segm = ann["segmentation"]
+        assert segm["size"] == [256, 256] and isinstance(segm["counts"], str)
+        assert int(mask_util.area(segm)) == ann["area"]
+        assert mask_util.toBbox(segm).tolist() == ann["bbox"]
+
+
 def test_deterministic(tmp_path, small_dataset):
     again = generate_synthetic_dataset(tmp_path / "again", **SMALL)
     assert _tree(again["root"]) == _tree(small_dataset["root"])

@@ -5,7 +5,7 @@ Importing this package registers nothing and generates nothing; call
 """
 
 from .from_config import register_datasets_from_cfg
-from .mapper import ImageReadError, SafeDatasetMapper
+from .mapper import ImageReadError, MaskFormatError, SafeDatasetMapper
 from .register import (
     DatasetConfigError,
     UnregisteredDatasetError,
@@ -32,6 +32,7 @@ __all__ = [
     "SYNTHETIC_VAL",
     "DatasetConfigError",
     "ImageReadError",
+    "MaskFormatError",
     "SafeDatasetMapper",
     "UnregisteredDatasetError",
     "check_datasets_registered",

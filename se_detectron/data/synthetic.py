@@ -4,8 +4,10 @@ The images show a few filled shapes (:data:`SYNTHETIC_CLASSES`) of varied size, 
 rotation and colour on textured backgrounds (gradients, low-frequency noise, stripes,
 checkerboards) with clutter that is *not* annotated (thin lines, arcs, soft blobs, speckles).
 Later shapes may occlude earlier ones; every box is the tight box of the *visible* pixels of its
-shape, and a placement that would leave an earlier shape less than
-:data:`MIN_VISIBLE_FRACTION` visible is rejected, so annotations always match what is visible.
+shape and every instance mask (``segmentation``, COCO RLE: train Mask R-CNN on it with
+``INPUT.MASK_FORMAT bitmask``) is exactly those pixels; a placement that would leave an earlier
+shape less than :data:`MIN_VISIBLE_FRACTION` visible is rejected, so annotations always match
+what is visible.
 
 The dataset is written in COCO format under ``root``::
 
@@ -27,6 +29,7 @@ import numpy as np
 from detectron2.data import MetadataCatalog
 from iopath.common.file_io import file_lock
 from PIL import Image, ImageDraw
+from pycocotools import mask as mask_util
 
 from .register import check_datasets_registered, register_once
 
@@ -47,8 +50,9 @@ DEFAULT_NUM_TRAIN = 600
 DEFAULT_NUM_VAL = 100
 # A shape whose visible part would drop below this fraction of its drawn area is not placed.
 MIN_VISIBLE_FRACTION = 0.6
-# Bump whenever the drawing code changes: existing datasets are then regenerated.
-GENERATOR_VERSION = 1
+# Bump whenever the drawing code or the annotation format changes: existing datasets are then
+# regenerated (2: instance masks added as RLE ``segmentation``; images and boxes unchanged).
+GENERATOR_VERSION = 2
 _JPEG_QUALITY = 92
 _SPLIT_STREAM = {"train": 0, "val": 1}
 _MANIFEST = "manifest.json"
@@ -241,6 +245,16 @@ def _draw_image(rng, size):
     return np.clip(np.rint(img), 0, 255).astype(np.uint8), [(o.cls, o.visible) for o in objects]
 
 
+def _rle(mask):
+    """COCO compressed RLE of a boolean mask, JSON-ready (``counts`` as str).
+
+    RLE, not polygons: a visible region can have holes (a later shape on top of an earlier one)
+    that COCO polygons cannot express, so this is the only exact encoding.
+    """
+    rle = mask_util.encode(np.asfortranarray(mask.astype(np.uint8)))
+    return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
+
+
 def _tight_box(mask):
     """COCO XYWH box covering exactly the True pixels of ``mask``."""
     cols, rows = np.nonzero(mask.any(0))[0], np.nonzero(mask.any(1))[0]
@@ -271,6 +285,7 @@ def _write_split(out_dir, split, num_images, image_size, seed):
                     "image_id": image_id,
                     "category_id": cls + 1,
                     "bbox": _tight_box(visible),
+                    "segmentation": _rle(visible),
                     "area": int(visible.sum()),
                     "iscrowd": 0,
                 }
