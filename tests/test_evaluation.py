@@ -21,8 +21,10 @@ from se_detectron.evaluation import (
     BOX_METRICS,
     COCO_EVAL_BACKENDS,
     DEFAULT_COCO_EVAL_BACKEND,
+    EvaluatorConfigError,
     SECOCOEvaluator,
     build_coco_evaluator,
+    build_evaluator,
     evaluate_coco_json,
 )
 
@@ -351,3 +353,114 @@ def test_config_and_invalid_backends(tiny_dataset):
     cfg.TEST.COCO_EVAL_BACKEND = "cocoapi"
     with pytest.raises(ValueError, match=r"TEST\.COCO_EVAL_BACKEND='cocoapi'.*pycocotools"):
         build_coco_evaluator(cfg, name)
+
+
+# ----------------------------------------------------------------------------------------------
+# Masks and the evaluator chosen by evaluator_type
+# ----------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def synthetic_gt(tmp_path_factory):
+    """The val split of a small synthetic dataset (exact RLE masks), as a loaded COCO dict."""
+    from se_detectron.data import generate_synthetic_dataset
+
+    root = tmp_path_factory.mktemp("synthetic_masks")
+    info = generate_synthetic_dataset(root, num_train=1, num_val=6, image_size=96, seed=3)
+    with open(info["val_json"]) as f:
+        return json.load(f)
+
+
+def run_mask_evaluator(evaluator, dataset_dicts, erode=0):
+    """Feed the gt boxes and masks (optionally eroded by ``erode`` pixels) as predictions."""
+    from pycocotools import mask as mask_util
+
+    evaluator.reset()
+    for d in dataset_dicts:
+        anns = d["annotations"]
+        masks = torch.stack(
+            [torch.from_numpy(mask_util.decode(a["segmentation"]).astype(bool)) for a in anns]
+        )
+        if erode:
+            kept = -torch.nn.functional.max_pool2d(
+                -masks[:, None].float(), 2 * erode + 1, stride=1, padding=erode
+            )
+            masks = kept[:, 0] > 0.5
+        boxes = BoxMode.convert(
+            torch.tensor([a["bbox"] for a in anns], dtype=torch.float32),
+            BoxMode.XYWH_ABS,
+            BoxMode.XYXY_ABS,
+        )
+        instances = Instances((d["height"], d["width"]))
+        instances.pred_boxes = Boxes(boxes)
+        instances.scores = torch.linspace(0.9, 0.5, len(anns))
+        instances.pred_classes = torch.tensor([a["category_id"] for a in anns])
+        instances.pred_masks = masks
+        evaluator.process(
+            [{"image_id": d["image_id"], "height": d["height"], "width": d["width"]}],
+            [{"instances": instances}],
+        )
+    return evaluator.evaluate()
+
+
+@pytest.mark.parametrize("backend", COCO_EVAL_BACKENDS)
+def test_mask_ap_end_to_end(synthetic_gt, tmp_path, backend):
+    """Mask R-CNN evaluation: exact masks give mask AP 100, eroded ones less (boxes unchanged)."""
+    cfg = get_cfg()
+    add_se_config(cfg)
+    cfg.MODEL.MASK_ON = True
+    cfg.TEST.COCO_EVAL_BACKEND = backend
+    cfg.OUTPUT_DIR = str(tmp_path)
+    with registered_coco_json(synthetic_gt, tmp_path / "gt.json") as (name, json_path, dicts):
+        evaluator = build_evaluator(cfg, name)
+        assert isinstance(evaluator, SECOCOEvaluator) and evaluator._tasks == ("bbox", "segm")
+        exact = run_mask_evaluator(evaluator, dicts)
+        assert exact["bbox"]["AP"] == pytest.approx(100, abs=1e-9)
+        assert exact["segm"]["AP"] == pytest.approx(100, abs=1e-9)
+        out = tmp_path / "inference"
+        assert read_strict_json(out / f"mask_ap_{name}.json")["segm"]["AP"] == exact["segm"]["AP"]
+        eroded = run_mask_evaluator(evaluator, dicts, erode=1)
+        assert eroded["bbox"]["AP"] == pytest.approx(100, abs=1e-9)
+        assert 5 < eroded["segm"]["AP"] < 90
+        dumped = out / "coco_instances_results.json"
+        standalone = evaluate_coco_json(json_path, dumped, backend=backend, iou_type="segm")
+        assert_metrics_close(standalone, eroded["segm"], atol=0)
+    with pytest.raises(ValueError, match="iou_type='keypoints'"):
+        evaluate_coco_json(json_path, dumped, iou_type="keypoints")
+
+
+def test_build_evaluator_follows_evaluator_type(tiny_dataset, monkeypatch):
+    from se_detectron.evaluation import build as build_module
+
+    name, _, _ = tiny_dataset
+    cfg = get_cfg()
+    add_se_config(cfg)
+    assert build_evaluator(cfg, name)._tasks == ("bbox",)
+    cfg.MODEL.KEYPOINT_ON = True
+    assert build_evaluator(cfg, name)._tasks == ("bbox", "keypoints")
+
+    def recorder(kind):
+        return lambda *args, **kwargs: (kind, args[0] if args else kwargs["dataset_name"])
+
+    for kind in ("SemSegEvaluator", "COCOPanopticEvaluator", "PascalVOCDetectionEvaluator"):
+        monkeypatch.setattr(build_module, kind, recorder(kind))
+    monkeypatch.setattr(build_module, "build_coco_evaluator", lambda c, n, o: ("coco", n))
+    names = []
+    try:
+        for evaluator_type in ("pascal_voc", "coco_panoptic_seg", "depth", None):
+            names.append(f"se_eval_type_{uuid.uuid4().hex[:8]}")
+            if evaluator_type:
+                MetadataCatalog.get(names[-1]).set(evaluator_type=evaluator_type)
+        voc, panoptic, unknown, missing = names
+        assert build_evaluator(cfg, voc) == ("PascalVOCDetectionEvaluator", voc)
+        combined = build_evaluator(cfg, panoptic)
+        assert combined._evaluators == [
+            ("coco", panoptic),
+            ("SemSegEvaluator", panoptic),
+            ("COCOPanopticEvaluator", panoptic),
+        ]
+        with pytest.raises(EvaluatorConfigError, match=f"{unknown!r} has evaluator_type='depth'"):
+            build_evaluator(cfg, unknown)
+        with pytest.raises(EvaluatorConfigError, match=f"{missing!r} has evaluator_type=None"):
+            build_evaluator(cfg, missing)
+    finally:
+        for n in names:
+            MetadataCatalog.pop(n, None)

@@ -21,6 +21,7 @@ ROUTES = [("torchscript", "tracing"), ("onnx", "tracing"), ("torchscript", "scri
 CONFIGS = {
     "faster_rcnn": "quick_schedules/faster_rcnn_SE_R_50_FPN_instant_test.yaml",
     "retinanet": "quick_schedules/retinanet_SE_R_50_FPN_instant_test.yaml",
+    "mask_rcnn": "quick_schedules/mask_rcnn_SE_R_50_FPN_instant_test.yaml",
 }
 
 
@@ -29,6 +30,7 @@ def _model(name):
     opts = ["MODEL.DEVICE", "cpu", "MODEL.RESNETS.STEM_OUT_CHANNELS", "16"]
     opts += ["MODEL.RESNETS.RES2_OUT_CHANNELS", "64", "MODEL.RESNETS.WIDTH_PER_GROUP", "16"]
     opts += ["MODEL.FPN.OUT_CHANNELS", "32", "MODEL.ROI_BOX_HEAD.FC_DIM", "64"]
+    opts += ["MODEL.ROI_MASK_HEAD.CONV_DIM", "32"]
     opts += ["MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0", "MODEL.RETINANET.SCORE_THRESH_TEST", "0.0"]
     opts += ["TEST.DETECTIONS_PER_IMAGE", "20"]
     torch.manual_seed(0)
@@ -71,7 +73,11 @@ def test_detector_export_equals_pytorch(models, image, name, fmt, method, tmp_pa
     result = export_detector(model, image, fmt, method, str(tmp_path))
     assert result.path.endswith(".onnx" if fmt == "onnx" else ".ts")
     diffs = compare_detections(expected, result.run(image))
-    assert set(diffs) == {"pred_boxes", "scores", "pred_classes"}
+    outputs = {"pred_boxes", "scores", "pred_classes"}
+    if name == "mask_rcnn":
+        outputs.add("pred_masks")
+        assert expected["pred_masks"].shape == (len(expected["scores"]), 1, 28, 28)
+    assert set(diffs) == outputs
     assert not model.training
 
 
@@ -102,3 +108,11 @@ def test_compare_detections_tolerates_reordering_only():
     moved = {**swapped, "pred_boxes": swapped["pred_boxes"] + 1}
     with pytest.raises(ExportVerificationError, match="pred_boxes"):
         compare_detections(expected, moved)
+    # masks travel with their detection through the reordering, and are compared
+    masks = np.random.default_rng(0).random((2, 1, 28, 28))
+    with_masks = {**expected, "pred_masks": masks}
+    swapped = {k: v[::-1].copy() for k, v in with_masks.items()}
+    assert compare_detections(with_masks, swapped)["pred_masks"] == 0
+    swapped["pred_masks"][0, 0, 3, 4] += 0.01
+    with pytest.raises(ExportVerificationError, match="'pred_masks': max difference 0.01"):
+        compare_detections(with_masks, swapped)

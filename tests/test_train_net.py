@@ -110,6 +110,23 @@ def test_train_evaluate_and_eval_only(tiny_data, tmp_path):
     assert again["AP"] == pytest.approx(final["AP"], nan_ok=True)
 
 
+def test_mask_rcnn_trains_and_reports_mask_ap(tiny_data, tmp_path):
+    """Mask R-CNN on the synthetic RLE masks: mask loss, box and mask AP, both AP files."""
+    out = tmp_path / "mask"
+    config = "configs/quick_schedules/mask_rcnn_SE_R_50_FPN_instant_test.yaml"
+    proc = run_train_net("--config-file", config, *tiny_opts(tiny_data, out, max_iter=2))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    records = read_metrics(str(out / "metrics.json"))
+    assert any(0 < r.get("loss_mask", 0) < 5 for r in records)
+    final = json.loads((out / "final_results.json").read_text())["tiny_val"]
+    assert set(final) == {"bbox", "segm"}
+    assert set(final["segm"]) >= {"AP", "AP50", "AP75", "APs", "APm", "APl"}
+    mask_json = out / "inference/tiny_val/mask_ap_tiny_val.json"
+    written = json.loads(mask_json.read_text())["segm"]["AP"]
+    assert written == pytest.approx(final["segm"]["AP"], nan_ok=True)
+    assert "Final mask AP on tiny_val" in proc.stderr + proc.stdout
+
+
 class _Crash(HookBase):
     def after_step(self):
         if self.trainer.iter == 4:

@@ -3,8 +3,8 @@
     se-predict --config-file output/demo/finetune/config.yaml --input datasets/se_synthetic/val \\
         --output output/demo/predictions --opts MODEL.WEIGHTS output/demo/finetune/model_final.pth
 
-Writes one PNG per image (boxes, class names, scores; Detectron2's Visualizer) and
-``detections.json`` to ``--output``.
+Writes one PNG per image (boxes, class names, scores and, for Mask R-CNN, masks; Detectron2's
+Visualizer) and ``detections.json`` to ``--output``.
 """
 
 import argparse
@@ -13,11 +13,13 @@ import sys
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional
 
+import numpy as np
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.detection_utils import read_image
 from detectron2.engine import DefaultPredictor
 from detectron2.utils.visualizer import Visualizer
 from PIL import Image
+from pycocotools import mask as mask_util
 
 from ..config import get_se_cfg
 from ..data import register_datasets_from_cfg
@@ -50,6 +52,28 @@ def list_images(inputs: Iterable[str]) -> List[str]:
     return paths
 
 
+def _rle(mask) -> Dict:
+    rle = mask_util.encode(np.asfortranarray(mask.numpy().astype(np.uint8)))
+    return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
+
+
+def _detections(instances, class_names: Optional[List[str]]) -> List[Dict]:
+    """The JSON records of one image's detections (``instances`` on the CPU)."""
+    records = []
+    for k in range(len(instances)):
+        cls = int(instances.pred_classes[k])
+        record = {
+            "bbox": [round(float(v), 2) for v in instances.pred_boxes.tensor[k]],
+            "score": round(float(instances.scores[k]), 4),
+            "category_id": cls,
+            "category": class_names[cls] if class_names else str(cls),
+        }
+        if instances.has("pred_masks"):
+            record["segmentation"] = _rle(instances.pred_masks[k])
+        records.append(record)
+    return records
+
+
 def predict_images(
     cfg,
     images: List[str],
@@ -67,15 +91,16 @@ def predict_images(
         metadata_name: dataset whose class names label the boxes (default ``DATASETS.TEST[0]``).
 
     Returns:
-        One dict per image: ``{"file_name", "detections": [{"bbox" (XYXY), "score",
-        "category_id" (contiguous), "category"}]}``.
+        One dict per image: ``{"file_name", "visualization", "detections": [{"bbox" (XYXY),
+        "score", "category_id" (contiguous), "category"}]}``; a model with masks adds
+        ``"segmentation"`` (COCO RLE of the mask in image pixels) to each detection.
     """
     predictor = DefaultPredictor(cfg)
     name = metadata_name or (cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else "__unused")
     metadata = MetadataCatalog.get(name)
     if metadata.get("thing_classes", None) is None and name in DatasetCatalog.list():
         DatasetCatalog.get(name)  # COCO-format datasets learn their class names when loaded
-    class_names = metadata.get("thing_classes", None)
+    names = metadata.get("thing_classes", None)
     os.makedirs(output_dir, exist_ok=True)
     results = []
     for path in images:
@@ -87,23 +112,7 @@ def predict_images(
         out = os.path.join(output_dir, Path(path).stem + ".png")
         atomic_write(out, lambda f, img=drawn: Image.fromarray(img).save(f, format="PNG"))
         results.append(
-            {
-                "file_name": path,
-                "visualization": out,
-                "detections": [
-                    {
-                        "bbox": [round(float(v), 2) for v in box],
-                        "score": round(float(score), 4),
-                        "category_id": int(cls),
-                        "category": class_names[int(cls)] if class_names else str(int(cls)),
-                    }
-                    for box, score, cls in zip(
-                        instances.pred_boxes.tensor.tolist(),
-                        instances.scores.tolist(),
-                        instances.pred_classes.tolist(),
-                    )
-                ],
-            }
+            {"file_name": path, "visualization": out, "detections": _detections(instances, names)}
         )
     atomic_write_json(os.path.join(output_dir, "detections.json"), results, indent=1)
     return results

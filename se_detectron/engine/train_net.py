@@ -160,12 +160,13 @@ def _write_final_results(cfg, results):
     path = os.path.join(cfg.OUTPUT_DIR, "final_results.json")
     atomic_write_json(path, results, indent=2, default=float)
     for dataset, per_task in results.items():
-        bbox = per_task.get("bbox", {})
-        if "AP" in bbox:
-            logger.info(
-                f"Final box AP on {dataset}: AP={bbox['AP']:.2f} AP50={bbox['AP50']:.2f} "
-                f"AP75={bbox['AP75']:.2f} (written to {path})"
-            )
+        for task, label in (("bbox", "box"), ("segm", "mask"), ("keypoints", "keypoint")):
+            metrics = per_task.get(task, {})
+            if "AP" in metrics:
+                logger.info(
+                    f"Final {label} AP on {dataset}: AP={metrics['AP']:.2f} "
+                    f"AP50={metrics['AP50']:.2f} AP75={metrics['AP75']:.2f} (written to {path})"
+                )
 
 
 def main(args):

@@ -32,7 +32,7 @@ from detectron2.utils.logger import setup_logger
 
 from ..checkpoint import SEDetectionCheckpointer, check_no_frozen_random_init
 from ..data import SafeDatasetMapper
-from ..evaluation import build_coco_evaluator
+from ..evaluation import build_evaluator
 from .optimizer import build_optimizer
 from .resume import ResumableTrainingSampler, RNGStates
 from .training_curves import plot_training_curves
@@ -183,4 +183,4 @@ class SETrainer(DefaultTrainer):
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
         if output_folder is None:
             output_folder = os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
-        return build_coco_evaluator(cfg, dataset_name, output_folder)
+        return build_evaluator(cfg, dataset_name, output_folder)

@@ -1,4 +1,4 @@
-"""Training curves (losses and AP) from Detectron2's ``metrics.json``."""
+"""Training curves (losses and box / mask AP) from Detectron2's ``metrics.json``."""
 
 import json
 from typing import Dict, List, Tuple
@@ -7,8 +7,18 @@ from ..utils import atomic_save_figure
 
 __all__ = ["plot_training_curves", "read_metrics"]
 
-LOSS_KEYS = ("total_loss", "loss_cls", "loss_box_reg", "loss_rpn_cls", "loss_rpn_loc")
+LOSS_KEYS = (
+    "total_loss",
+    "loss_cls",
+    "loss_box_reg",
+    "loss_mask",
+    "loss_keypoint",
+    "loss_rpn_cls",
+    "loss_rpn_loc",
+)
 AP_KEYS = ("AP", "AP50", "AP75")
+# metrics.json prefix -> label of the AP curves
+AP_TASKS = {"bbox": "box", "segm": "mask", "keypoints": "keypoint"}
 
 
 def read_metrics(metrics_file: str) -> List[Dict]:
@@ -25,13 +35,13 @@ def read_metrics(metrics_file: str) -> List[Dict]:
             except json.JSONDecodeError:
                 continue
             if "iteration" in record:
-                is_eval = any(k.startswith("bbox/") for k in record)
+                is_eval = any(k.split("/")[0] in AP_TASKS for k in record if "/" in k)
                 by_key.setdefault((record["iteration"], is_eval), {}).update(record)
     return [by_key[k] for k in sorted(by_key)]
 
 
 def plot_training_curves(metrics_file: str, out_file: str) -> str:
-    """Plot the loss curves and the box AP curves of a run into one PNG.
+    """Plot the loss curves and the AP curves (box, and mask / keypoint) of a run into one PNG.
 
     Args:
         metrics_file: Detectron2's ``metrics.json`` of the run.
@@ -57,11 +67,13 @@ def plot_training_curves(metrics_file: str, out_file: str) -> str:
         ax_loss.legend(fontsize=8)
     ax_loss.grid(alpha=0.3)
 
-    for key in AP_KEYS:
-        points = [(r["iteration"], r[f"bbox/{key}"]) for r in records if f"bbox/{key}" in r]
-        if points:
-            ax_ap.plot(*zip(*points), marker="o", label=f"box {key}")
-    ax_ap.set(xlabel="iteration", ylabel="AP (%)", title="validation box AP", ylim=(0, 100))
+    for (task, label), style in zip(AP_TASKS.items(), ("-", "--", ":")):
+        for key in AP_KEYS:
+            name = f"{task}/{key}"
+            points = [(r["iteration"], r[name]) for r in records if name in r]
+            if points:
+                ax_ap.plot(*zip(*points), style, marker="o", label=f"{label} {key}")
+    ax_ap.set(xlabel="iteration", ylabel="AP (%)", title="validation AP", ylim=(0, 100))
     if ax_ap.lines:
         ax_ap.legend(fontsize=8)
     else:  # no evaluation yet (or TEST.EVAL_PERIOD 0: only at the end)

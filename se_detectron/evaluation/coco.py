@@ -1,4 +1,4 @@
-"""COCO box evaluation with a choice of COCOeval engine.
+"""COCO evaluation (boxes, masks, keypoints) with a choice of COCOeval engine.
 
 Detectron2's :class:`~detectron2.evaluation.COCOEvaluator` runs pycocotools' official
 ``COCOeval``, or Detectron2's own C++ ``COCOeval_opt`` when its compiled ``detectron2._C`` loads
@@ -34,11 +34,14 @@ __all__ = [
     "DEFAULT_COCO_EVAL_BACKEND",
     "SECOCOEvaluator",
     "build_coco_evaluator",
+    "coco_tasks",
     "evaluate_coco_json",
 ]
 
 COCO_EVAL_BACKENDS = ("faster_coco_eval", "pycocotools")
 BOX_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+# results key -> prefix of the metrics file SECOCOEvaluator writes for it
+_AP_FILES = {"bbox": "box_ap", "segm": "mask_ap", "keypoints": "keypoint_ap"}
 
 # Guards the temporary engine swap in Detectron2's coco_evaluation module.
 _SWAP_LOCK = threading.Lock()
@@ -96,14 +99,16 @@ def _json_number(value):
 
 
 class SECOCOEvaluator(COCOEvaluator):
-    """Detectron2's ``COCOEvaluator`` with a selectable COCOeval engine and a box-AP JSON dump.
+    """Detectron2's ``COCOEvaluator`` with a selectable COCOeval engine and AP JSON dumps.
 
     Everything but the engine is Detectron2's: ``coco_instances_results.json`` and
     ``instances_predictions.pth`` in ``output_dir``, the per-category AP table in the log and the
-    results dict (``{"bbox": {"AP", "AP50", "AP75", "APs", "APm", "APl", "AP-<class>"...}}``,
-    0-100, NaN when undefined). After evaluation the box metrics are also written atomically to
-    ``<output_dir>/box_ap_<dataset_name>.json`` as ``{"dataset", "backend", "bbox": {...}}``
-    with NaN stored as ``null``.
+    results dict (``{"bbox": {"AP", "AP50", "AP75", "APs", "APm", "APl", "AP-<class>"...},
+    "segm": {...}, "keypoints": {...}}`` for the evaluated tasks, 0-100, NaN when undefined).
+    After evaluation each task's metrics are also written atomically to
+    ``<output_dir>/box_ap_<dataset_name>.json`` (``bbox``), ``mask_ap_<dataset_name>.json``
+    (``segm``) and ``keypoint_ap_<dataset_name>.json`` as ``{"dataset", "backend", "<task>":
+    {...}}`` with NaN stored as ``null``.
 
     The ``"faster_coco_eval"`` engine is plugged in by swapping the classes Detectron2's
     ``coco_evaluation`` module instantiates for the duration of :meth:`_eval_predictions`, under
@@ -160,7 +165,7 @@ class SECOCOEvaluator(COCOEvaluator):
             return super()._eval_predictions(predictions, img_ids=img_ids)
 
     def evaluate(self, img_ids=None):
-        """Run Detectron2's evaluation, then write ``box_ap_<dataset_name>.json``.
+        """Run Detectron2's evaluation, then write each task's ``*_ap_<dataset_name>.json``.
 
         Args:
             img_ids (list[int] or None): image ids to evaluate on; None for the whole dataset.
@@ -170,13 +175,17 @@ class SECOCOEvaluator(COCOEvaluator):
             on non-main ranks.
         """
         results = super().evaluate(img_ids=img_ids)
-        if self._output_dir and "bbox" in results:
-            safe_name = self._dataset_name.replace(os.sep, "_")
-            path = os.path.join(self._output_dir, f"box_ap_{safe_name}.json")
-            box = {k: _json_number(v) for k, v in results["bbox"].items()}
-            data = {"dataset": self._dataset_name, "backend": self._backend, "bbox": box}
+        if not self._output_dir:
+            return results
+        safe_name = self._dataset_name.replace(os.sep, "_")
+        for task, prefix in _AP_FILES.items():
+            if task not in results:
+                continue
+            path = os.path.join(self._output_dir, f"{prefix}_{safe_name}.json")
+            metrics = {k: _json_number(v) for k, v in results[task].items()}
+            data = {"dataset": self._dataset_name, "backend": self._backend, task: metrics}
             atomic_write_json(path, data, indent=2, allow_nan=False)
-            self._logger.info(f"Box AP written to {path}")
+            self._logger.info(f"{task} AP written to {path}")
         return results
 
 
@@ -187,18 +196,19 @@ def _load_json(obj):
     return copy.deepcopy(obj)  # COCO.loadRes / COCOeval annotate the dicts in place
 
 
-def evaluate_coco_json(gt_json, results_json, backend=DEFAULT_COCO_EVAL_BACKEND):
-    """Evaluate COCO-format box detections against COCO ground truth.
+def evaluate_coco_json(gt_json, results_json, backend=DEFAULT_COCO_EVAL_BACKEND, iou_type="bbox"):
+    """Evaluate COCO-format box or mask detections against COCO ground truth.
 
     Runs the same pipeline as :class:`SECOCOEvaluator` (pycocotools ``COCO`` + ``loadRes``,
     Detectron2's ``_evaluate_predictions_on_coco`` with the chosen engine) and returns the same
-    keys as its ``results["bbox"]``.
+    keys as its ``results["bbox"]`` (or ``results["segm"]``).
 
     Args:
         gt_json (str or os.PathLike or dict): COCO ground truth file, or its loaded dict.
         results_json (str or os.PathLike or list[dict]): COCO results file (e.g.
             ``coco_instances_results.json``), or its loaded list; ``category_id`` are dataset ids.
         backend (str): COCOeval engine, one of :data:`COCO_EVAL_BACKENDS`.
+        iou_type (str): ``"bbox"`` (boxes) or ``"segm"`` (masks: results need ``segmentation``).
 
     Returns:
         dict[str, float]: ``AP``, ``AP50``, ``AP75``, ``APs``, ``APm``, ``APl`` and, with more
@@ -206,8 +216,11 @@ def evaluate_coco_json(gt_json, results_json, backend=DEFAULT_COCO_EVAL_BACKEND)
         (all NaN) when there are no detections.
 
     Raises:
-        ValueError: if ``backend`` is not one of :data:`COCO_EVAL_BACKENDS`.
+        ValueError: if ``backend`` is not one of :data:`COCO_EVAL_BACKENDS` or ``iou_type``
+            is neither ``"bbox"`` nor ``"segm"``.
     """
+    if iou_type not in ("bbox", "segm"):
+        raise ValueError(f"iou_type={iou_type!r}: expected 'bbox' or 'segm'")
     cocoeval_cls = _cocoeval_class(backend)
     gt, detections = _load_json(gt_json), _load_json(results_json)
     if not detections:
@@ -220,7 +233,7 @@ def evaluate_coco_json(gt_json, results_json, backend=DEFAULT_COCO_EVAL_BACKEND)
         coco_gt.dataset = gt
         coco_gt.createIndex()
         coco_eval = _d2_coco._evaluate_predictions_on_coco(
-            coco_gt, detections, "bbox", cocoeval_fn=cocoeval_cls
+            coco_gt, detections, iou_type, cocoeval_fn=cocoeval_cls
         )
 
     stats = coco_eval.stats
@@ -239,8 +252,30 @@ def evaluate_coco_json(gt_json, results_json, backend=DEFAULT_COCO_EVAL_BACKEND)
     return results
 
 
+def coco_tasks(cfg):
+    """The COCO tasks a model configured by ``cfg`` predicts.
+
+    Args:
+        cfg (CfgNode): a Detectron2 config.
+
+    Returns:
+        tuple[str]: ``("bbox",)`` plus ``"segm"`` (``MODEL.MASK_ON``) and ``"keypoints"``
+        (``MODEL.KEYPOINT_ON``).
+    """
+    tasks = ["bbox"]
+    if cfg.MODEL.MASK_ON:
+        tasks.append("segm")
+    if cfg.MODEL.KEYPOINT_ON:
+        tasks.append("keypoints")
+    return tuple(tasks)
+
+
 def build_coco_evaluator(cfg, dataset_name, output_dir=None):
-    """Build the :class:`SECOCOEvaluator` (box AP) selected by ``cfg.TEST.COCO_EVAL_BACKEND``.
+    """The :class:`SECOCOEvaluator` for the tasks of ``cfg``'s model (:func:`coco_tasks`).
+
+    The engine is ``cfg.TEST.COCO_EVAL_BACKEND``; ``TEST.KEYPOINT_OKS_SIGMAS`` is passed on
+    (empty: COCO's person sigmas). AP uses COCO's 100 detections per image, as Detectron2's
+    ``tools/train_net.py`` does.
 
     Args:
         cfg (CfgNode): a config with :func:`se_detectron.add_se_config` applied.
@@ -260,4 +295,10 @@ def build_coco_evaluator(cfg, dataset_name, output_dir=None):
             "se_detectron.add_se_config(cfg) before merging config files."
         )
     backend = _check_backend(cfg.TEST.COCO_EVAL_BACKEND, key="cfg.TEST.COCO_EVAL_BACKEND")
-    return SECOCOEvaluator(dataset_name, output_dir=output_dir, backend=backend)
+    return SECOCOEvaluator(
+        dataset_name,
+        tasks=coco_tasks(cfg),
+        output_dir=output_dir,
+        backend=backend,
+        kpt_oks_sigmas=cfg.TEST.KEYPOINT_OKS_SIGMAS,
+    )

@@ -1,4 +1,4 @@
-"""Export routes for SE detectors (Faster R-CNN, RetinaNet) and their backbones.
+"""Export routes for SE detectors (Faster / Mask R-CNN, RetinaNet) and their backbones.
 
 This follows Detectron2's ``tools/deploy/export_model.py`` and reuses its public pieces:
 
@@ -14,8 +14,9 @@ This follows Detectron2's ``tools/deploy/export_model.py`` and reuses its public
 Every exported file is reloaded from disk (``torch.jit.load`` or an onnxruntime session) and
 wrapped as a function ``image -> {output name: tensor}`` so that it can be compared with the
 PyTorch model (:func:`se_detectron.export.compare_outputs`). As in Detectron2, Faster R-CNN is
-exported with ``do_postprocess=False`` (boxes in the coordinates of the network input), RetinaNet
-through its ``forward`` (boxes rescaled to the input's own size, i.e. unchanged).
+exported with ``do_postprocess=False`` (boxes in the coordinates of the network input; Mask
+R-CNN's ``pred_masks`` are the per-box 28x28 mask probabilities, not pasted into the image),
+RetinaNet through its ``forward`` (boxes rescaled to the input's own size, i.e. unchanged).
 """
 
 import io
@@ -43,6 +44,7 @@ __all__ = [
     "EXPORT_FORMATS",
     "EXPORT_METHODS",
     "ONNX_OPSET_VERSION",
+    "OPTIONAL_OUTPUTS",
     "ExportResult",
     "build_eval_model",
     "export_backbone",
@@ -58,6 +60,8 @@ EXPORT_METHODS = ("tracing", "scripting")
 # RoiAlign's coordinate_transformation_mode="half_pixel", which is exact.
 ONNX_OPSET_VERSION = max(STABLE_ONNX_OPSET_VERSION, 16)
 DETECTION_OUTPUTS = ("pred_boxes", "scores", "pred_classes")
+# Outputs that only some detectors have (Mask R-CNN), compared when the model produces them.
+OPTIONAL_OUTPUTS = ("pred_masks",)
 
 # The Instances fields of Faster R-CNN / RetinaNet outputs, for scripting (as Detectron2's tool).
 _SCRIPTING_FIELDS = {
@@ -66,6 +70,7 @@ _SCRIPTING_FIELDS = {
     "pred_boxes": Boxes,
     "scores": Tensor,
     "pred_classes": Tensor,
+    "pred_masks": Tensor,
 }
 
 
@@ -142,8 +147,14 @@ def _rcnn_inference(model, inputs):
     return [{"instances": model.inference(inputs, do_postprocess=False)[0]}]
 
 
+def _output_names(fields) -> Tuple[str, ...]:
+    """:data:`DETECTION_OUTPUTS` plus the :data:`OPTIONAL_OUTPUTS` present in ``fields``."""
+    return DETECTION_OUTPUTS + tuple(name for name in OPTIONAL_OUTPUTS if name in fields)
+
+
 def _instances_outputs(instances: Instances) -> Dict[str, Tensor]:
-    return {name: instances.get(name) for name in DETECTION_OUTPUTS}
+    fields = instances.get_fields()
+    return {name: fields[name] for name in _output_names(fields)}
 
 
 def reference_outputs(model: nn.Module, image: Tensor) -> Dict[str, Tensor]:
@@ -154,7 +165,8 @@ def reference_outputs(model: nn.Module, image: Tensor) -> Dict[str, Tensor]:
         image: a (C, H, W) float tensor.
 
     Returns:
-        ``{"pred_boxes": Boxes, "scores": Tensor, "pred_classes": Tensor}``.
+        ``{"pred_boxes": Boxes, "scores": Tensor, "pred_classes": Tensor}``, plus
+        ``"pred_masks"`` (N, 1, 28, 28 mask probabilities) for Mask R-CNN.
     """
     inputs = [{"image": image}]
     with torch.no_grad():
@@ -240,7 +252,8 @@ def export_detector(
         opset: ONNX opset version (:data:`ONNX_OPSET_VERSION`).
 
     Returns:
-        The :class:`ExportResult`; its ``run`` returns the :data:`DETECTION_OUTPUTS`.
+        The :class:`ExportResult`; its ``run`` returns the :data:`DETECTION_OUTPUTS` (and
+        ``pred_masks`` for Mask R-CNN).
     """
     _check_route(fmt, method)
     model.eval()
@@ -253,7 +266,7 @@ def export_detector(
         def run(img: Tensor) -> Dict[str, Tensor]:
             with torch.no_grad():
                 fields = loaded(({"image": img},))[0]
-            outputs = {name: fields[name] for name in DETECTION_OUTPUTS}
+            outputs = {name: fields[name] for name in _output_names(fields)}
             if not is_rcnn:
                 # A scripted RetinaNet returns its raw detections: clip the boxes to the image
                 # as the eager forward's detector_postprocess does (the size is unchanged).

@@ -101,13 +101,14 @@ def compare_detections(
     atol: float = 1e-3,
     rtol: float = 1e-3,
 ) -> Dict[str, float]:
-    """Compare detections (``pred_boxes``, ``scores``, ``pred_classes``), tolerating reordering.
+    """Compare detections (``pred_boxes``, ``scores``, ``pred_classes`` and, for Mask R-CNN,
+    ``pred_masks``), tolerating reordering.
 
     Detections are first compared in order (:func:`compare_outputs`). Detections with (nearly)
     tied scores may come out in another order from another backend (e.g. a randomly initialised
     RetinaNet scores every anchor ~0.01), so if that fails each expected detection is matched to
-    the closest unused exported detection of the same class; every match must be within
-    tolerance.
+    the closest unused exported detection of the same class (by box and score); every output of
+    a match, masks included, must be within tolerance.
 
     Returns:
         The maximum absolute difference per output name (over matched pairs).
