@@ -2,9 +2,10 @@
 
 Every other ``MODEL.RESNETS.*`` / ``MODEL.BACKBONE.*`` / ``MODEL.FPN.*`` key keeps its Detectron2
 meaning. :func:`add_se_config` adds the ``MODEL.SE`` namespace (Squeeze-and-Excitation) and the
-few keys of the training tools (``SOLVER.OPTIMIZER``/``BETAS``, ``DATASETS.REGISTER_COCO``/
-``REGISTER_VOC``, ``TEST.COCO_EVAL_BACKEND``), so that Detectron2's documented path
-``cfg = get_cfg(); add_se_config(cfg); cfg.merge_from_file(...)`` loads every shipped config.
+few keys of the training tools (``SOLVER.OPTIMIZER``/``BETAS``/``AMP.PRECISION``,
+``DATASETS.REGISTER_COCO``/``REGISTER_VOC``, ``TEST.COCO_EVAL_BACKEND``), so that Detectron2's
+documented path ``cfg = get_cfg(); add_se_config(cfg); cfg.merge_from_file(...)`` loads every
+shipped config.
 :func:`get_se_cfg` is ``get_cfg()`` + :func:`add_se_config` + merge, and the shipped configs are
 found here (:func:`get_config_file`). This module imports nothing from the rest of the package:
 it is the bottom of the layering.
@@ -100,6 +101,10 @@ def _add_solver(_C):
     # AdamW's (beta1, beta2).
     if "BETAS" not in _C.SOLVER:
         _C.SOLVER.BETAS = (0.9, 0.999)
+    # Autocast dtype of SOLVER.AMP.ENABLED (CUDA only, as Detectron2's AMPTrainer): "float16"
+    # (Detectron2's default, with a GradScaler) or "bfloat16" (no loss scaling needed).
+    if "PRECISION" not in _C.SOLVER.AMP:
+        _C.SOLVER.AMP.PRECISION = "float16"
 
 
 def _add_datasets(_C):

@@ -229,3 +229,19 @@ def test_missing_config_file(tmp_path):
     assert proc.returncode == 2
     last = proc.stderr.strip().splitlines()[-1]
     assert "missing.yaml" in last and "quick_schedules/faster_rcnn_SE_R_50_FPN_instant_test" in last
+
+
+def test_amp_precision_is_checked():
+    from se_detectron.engine import SolverConfigError
+    from se_detectron.engine.trainer import amp_precision
+
+    cfg = get_se_cfg(INSTANT, ["SOLVER.AMP.ENABLED", "True", "MODEL.DEVICE", "cuda"])
+    assert cfg.SOLVER.AMP.PRECISION == "float16" and amp_precision(cfg) == torch.float16
+    cfg.SOLVER.AMP.PRECISION = "bfloat16"
+    assert amp_precision(cfg) == torch.bfloat16
+    cfg.SOLVER.AMP.PRECISION = "fp8"
+    with pytest.raises(SolverConfigError, match="SOLVER.AMP.PRECISION must be one of .*'fp8'"):
+        amp_precision(cfg)
+    cfg.SOLVER.AMP.PRECISION, cfg.MODEL.DEVICE = "float16", "cpu"
+    with pytest.raises(SolverConfigError, match="SOLVER.AMP.ENABLED True needs CUDA.*'cpu'"):
+        amp_precision(cfg)

@@ -14,6 +14,7 @@ import logging
 import os
 import weakref
 
+import torch
 from detectron2.data import (
     build_detection_test_loader,
     build_detection_train_loader,
@@ -33,11 +34,11 @@ from detectron2.utils.logger import setup_logger
 from ..checkpoint import SEDetectionCheckpointer, check_no_frozen_random_init
 from ..data import SafeDatasetMapper
 from ..evaluation import build_evaluator
-from .optimizer import build_optimizer
+from .optimizer import SolverConfigError, build_optimizer
 from .resume import ResumableTrainingSampler, RNGStates
 from .training_curves import plot_training_curves
 
-__all__ = ["PlotCurvesHook", "SETrainer"]
+__all__ = ["AMP_PRECISIONS", "PlotCurvesHook", "SETrainer", "amp_precision"]
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +68,33 @@ class PlotCurvesHook(hooks.HookBase):
         self._plot()
 
 
+AMP_PRECISIONS = {"float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def amp_precision(cfg) -> torch.dtype:
+    """The autocast dtype of ``SOLVER.AMP.PRECISION``, checked for a model that can use it.
+
+    Args:
+        cfg: a config with :func:`se_detectron.add_se_config` applied.
+
+    Raises:
+        SolverConfigError: naming ``SOLVER.AMP.PRECISION`` for an unknown dtype, or
+            ``SOLVER.AMP.ENABLED`` when ``MODEL.DEVICE`` is not CUDA (Detectron2's AMPTrainer
+            would fail its first step with a bare assertion).
+    """
+    name = cfg.SOLVER.AMP.get("PRECISION", "float16")
+    if name not in AMP_PRECISIONS:
+        raise SolverConfigError(
+            f"SOLVER.AMP.PRECISION must be one of {tuple(AMP_PRECISIONS)}, got {name!r}"
+        )
+    if not cfg.MODEL.DEVICE.startswith("cuda"):
+        raise SolverConfigError(
+            f"SOLVER.AMP.ENABLED True needs CUDA (Detectron2's AMPTrainer), but MODEL.DEVICE is "
+            f"{cfg.MODEL.DEVICE!r}: set SOLVER.AMP.ENABLED False to train on the CPU"
+        )
+    return AMP_PRECISIONS[name]
+
+
 class SETrainer(DefaultTrainer):
     """The training loop of ``tools/train_net.py``; same interface as ``DefaultTrainer``.
 
@@ -92,8 +120,14 @@ class SETrainer(DefaultTrainer):
             device_ids=[comm.get_local_rank()] if on_cuda else None,
             broadcast_buffers=False,
         )
-        trainer_class = AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer
-        self._trainer = trainer_class(model, data_loader, optimizer)
+        if cfg.SOLVER.AMP.ENABLED:
+            precision = amp_precision(cfg)
+            scaler = torch.amp.GradScaler("cuda", enabled=precision == torch.float16)
+            self._trainer = AMPTrainer(
+                model, data_loader, optimizer, grad_scaler=scaler, precision=precision
+            )
+        else:
+            self._trainer = SimpleTrainer(model, data_loader, optimizer)
 
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
         self.checkpointer = SEDetectionCheckpointer(
