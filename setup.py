@@ -38,7 +38,7 @@ setup(
     packages=find_packages(include=["se_detectron", "se_detectron.*"]),
     # the configs ship inside the package (as Detectron2's model_zoo configs do); the checkout's
     # top-level configs/ is a symlink to se_detectron/configs
-    # (yacs .yaml and LazyConfig .py files; the .py ones are loaded by LazyConfig.load, not imported)
+    # (yacs .yaml and LazyConfig .py files: the .py ones are read by LazyConfig.load, not imported)
     package_data={
         "se_detectron": [
             "configs/*.yaml",

@@ -140,7 +140,7 @@ def check_override_key(cfg, key: str) -> None:
             target = node["_target_"]
             name = getattr(target, "__qualname__", target)
             raise _unknown_key(key, f"{where} (a call of {name})", part, parameters)
-        raise _unknown_key(key, where, part, [k for k in node.keys() if k != "_target_"])
+        raise _unknown_key(key, where, part, [k for k in node if k != "_target_"])
 
 
 def apply_overrides(cfg, overrides: Sequence[str]):

@@ -380,7 +380,7 @@ def make_se_resnet(
     """An SE-ResNet / SE-ResNeXt / SENet-154 trunk from keyword arguments (LazyConfig-friendly).
 
     The keyword form of :func:`build_se_resnet` (which calls this same assembly with the
-    options read from a yacs config, see :data:`~se_detectron.modeling.config_check.SE_TRUNK_CFG_KEYS` for the key of each
+    options read from a yacs config; ``config_check.SE_TRUNK_CFG_KEYS`` gives the key of each
     argument). Use it where Detectron2's LazyConfigs use ``L(ResNet)(stem=..., stages=...)``::
 
         from detectron2.config import LazyCall as L

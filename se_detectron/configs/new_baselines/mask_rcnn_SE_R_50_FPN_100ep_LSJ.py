@@ -1,9 +1,9 @@
-# Detectron2's new_baselines/mask_rcnn_R_50_FPN_100ep_LSJ.py with an SE-ResNet-50 trunk: Mask R-CNN
-# trained from scratch with large-scale jitter (1024x1024 crops of images rescaled 0.1-2.0x), SyncBN,
-# a 4conv1fc box head, 2 RPN convs, batch 64, 100 epochs (184375 iterations). It imports that very
-# file and changes only the trunk (and, for the SE trunk's pretraining format, RGB input), so every
-# other setting stays Detectron2's. On a machine without CUDA, se-lazy-train-net trains it in float32
-# (train.amp.enabled is for CUDA) and without fp16 gradient compression.
+# Detectron2's new_baselines/mask_rcnn_R_50_FPN_100ep_LSJ.py with an SE-ResNet-50 trunk: Mask
+# R-CNN trained from scratch with large-scale jitter (1024x1024 crops of images rescaled 0.1-2.0x),
+# SyncBN, a 4conv1fc box head, 2 RPN convs, batch 64, 100 epochs (184375 iterations). It imports
+# that very file and changes only the trunk (and, for the SE trunk's pretraining format, RGB
+# input), so every other setting stays Detectron2's. On a machine without CUDA, se-lazy-train-net
+# trains it in float32 (train.amp.enabled is for CUDA) and without fp16 gradient compression.
 from detectron2.config import LazyCall as L
 from detectron2.model_zoo import get_config
 
