@@ -3,8 +3,9 @@
 Builds the wheel with ``pip wheel`` (no build isolation: nothing is downloaded), installs it into
 a new venv that sees the same torch/Detectron2 (the test venv's site-packages, appended through a
 ``.pth`` file, as a system-wide Detectron2 would be), and from a folder outside the repository:
-loads every shipped config (yacs and LazyConfig), builds and trains one step through the installed ``se-train-net``,
-and checks that every tool of ``python -m se_detectron`` is an installed console script.
+loads every shipped config (yacs and LazyConfig), builds and trains one step through the installed
+``se-train-net``, and checks that every tool of ``python -m se_detectron`` is an installed console
+script.
 """
 
 import os
