@@ -16,6 +16,7 @@ HERE = Path(__file__).resolve().parent
 # tests/test_wheel.py checks that the two lists agree).
 CONSOLE_SCRIPTS = [
     "se-train-net = se_detectron.engine.train_net:cli",
+    "se-lazy-train-net = se_detectron.engine.lazy_train_net:cli",
     "se-pretrain-imagenet = se_detectron.pretrain.train:cli",
     "se-convert-pretrained = se_detectron.checkpoint.cli:main",
     "se-predict = se_detectron.engine.predict:cli",
@@ -37,7 +38,15 @@ setup(
     packages=find_packages(include=["se_detectron", "se_detectron.*"]),
     # the configs ship inside the package (as Detectron2's model_zoo configs do); the checkout's
     # top-level configs/ is a symlink to se_detectron/configs
-    package_data={"se_detectron": ["configs/*.yaml", "configs/*/*.yaml"]},
+    # (yacs .yaml and LazyConfig .py files: the .py ones are read by LazyConfig.load, not imported)
+    package_data={
+        "se_detectron": [
+            "configs/*.yaml",
+            "configs/*/*.yaml",
+            "configs/*/*.py",
+            "configs/*/*/*.py",
+        ]
+    },
     entry_points={"console_scripts": CONSOLE_SCRIPTS},
     install_requires=[
         "torch>=2.1",

@@ -16,6 +16,11 @@ TOOLS = {
         "se-train-net",
         "train / evaluate a detector",
     ),
+    "lazy_train_net": (
+        "se_detectron.engine.lazy_train_net:cli",
+        "se-lazy-train-net",
+        "train / evaluate a LazyConfig (python config) detector",
+    ),
     "pretrain_imagenet": (
         "se_detectron.pretrain.train:cli",
         "se-pretrain-imagenet",

@@ -128,9 +128,21 @@ def _add_test(_C):
         _C.TEST.COCO_EVAL_BACKEND = DEFAULT_COCO_EVAL_BACKEND
 
 
-def list_configs() -> List[str]:
-    """The shipped configs, as paths relative to :data:`CONFIG_ROOT` (sorted)."""
-    return sorted(str(p.relative_to(CONFIG_ROOT)) for p in CONFIG_ROOT.rglob("*.yaml"))
+def list_configs(suffix: Optional[str] = ".yaml") -> List[str]:
+    """The shipped configs, as paths relative to :data:`CONFIG_ROOT` (sorted).
+
+    Args:
+        suffix: ``".yaml"`` (the yacs configs, the default), ``".py"`` (the LazyConfigs) or
+            None (both). The LazyConfig fragments under ``common/`` (imported by the python
+            configs, not complete configs) are not listed.
+    """
+    suffixes = (".yaml", ".py") if suffix is None else (suffix,)
+    found = (
+        p.relative_to(CONFIG_ROOT)
+        for p in CONFIG_ROOT.rglob("*")
+        if p.suffix in suffixes and p.is_file() and "__pycache__" not in p.parts
+    )
+    return sorted(str(p) for p in found if p.suffix == ".yaml" or p.parts[0] != "common")
 
 
 def get_config_file(config_path: str) -> str:
@@ -138,7 +150,8 @@ def get_config_file(config_path: str) -> str:
 
     Args:
         config_path: path relative to :data:`CONFIG_ROOT`, e.g.
-            ``"COCO-Detection/faster_rcnn_SE_R_50_FPN_1x.yaml"``.
+            ``"COCO-Detection/faster_rcnn_SE_R_50_FPN_1x.yaml"`` or (a LazyConfig)
+            ``"COCO-Detection/faster_rcnn_SE_R_50_FPN_1x.py"``.
 
     Raises:
         FileNotFoundError: naming the path and listing the shipped configs.
@@ -147,7 +160,7 @@ def get_config_file(config_path: str) -> str:
     if not path.is_file():
         raise FileNotFoundError(
             f"no se_detectron config {config_path!r} under {CONFIG_ROOT}; "
-            f"available: {list_configs()}"
+            f"available: {list_configs(None)}"
         )
     return str(path)
 

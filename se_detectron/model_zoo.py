@@ -1,28 +1,45 @@
 """Detectron2-style ``model_zoo`` accessors for the configs shipped with se_detectron.
 
-As ``detectron2.model_zoo``: :func:`get_config_file` resolves a shipped config, :func:`get_config`
-loads it, :func:`get` builds its model (and loads its ``MODEL.WEIGHTS``). The configs live in
-``se_detectron/configs/`` (see :data:`~se_detectron.config.CONFIG_ROOT`), so an installed wheel
-has them too.
+As ``detectron2.model_zoo``: :func:`list_configs` names the shipped configs (yacs ``.yaml`` and
+LazyConfig ``.py``), :func:`get_config_file` resolves one, :func:`get_config` loads it (a
+``CfgNode`` for ``.yaml``, an omegaconf ``DictConfig`` via ``LazyConfig.load`` for ``.py``) and
+:func:`get` builds its model (and loads its ``MODEL.WEIGHTS`` / ``train.init_checkpoint``). The
+configs live in ``se_detectron/configs/`` (see :data:`~se_detectron.config.CONFIG_ROOT`), so an
+installed wheel has them too.
 """
 
-from typing import Optional
+from typing import List, Optional
 
 import torch
+from detectron2.config import CfgNode, LazyConfig, instantiate
 from detectron2.modeling import build_model
 
+from . import config as _config
 from .checkpoint import SEDetectionCheckpointer
-from .config import CONFIG_ROOT, get_config_file, get_se_cfg, list_configs
+from .config import CONFIG_ROOT, get_config_file, get_se_cfg
 
 __all__ = ["CONFIG_ROOT", "get", "get_config", "get_config_file", "get_se_cfg", "list_configs"]
+
+
+def list_configs(suffix: Optional[str] = None) -> List[str]:
+    """The shipped configs relative to the config root, sorted: yacs and LazyConfig by default.
+
+    Args:
+        suffix: ``".yaml"`` or ``".py"`` for one kind only; None (default) for both.
+    """
+    return _config.list_configs(suffix)
 
 
 def get_config(config_path: str, trained: bool = False):
     """A shipped config, loaded (as ``detectron2.model_zoo.get_config``).
 
     Args:
-        config_path: path relative to the config root.
+        config_path: path relative to the config root; ``.yaml`` (yacs) or ``.py`` (LazyConfig).
         trained: must be False: se_detectron publishes no trained detector weights.
+
+    Returns:
+        CfgNode (for ``.yaml``, with :func:`~se_detectron.add_se_config` applied) or
+        omegaconf.DictConfig (for ``.py``, from ``LazyConfig.load``).
 
     Raises:
         ValueError: with ``trained=True``.
@@ -31,20 +48,24 @@ def get_config(config_path: str, trained: bool = False):
     if trained:
         raise ValueError(
             f"trained=True: se_detectron publishes no trained weights for {config_path!r} (no "
-            "download is possible here). Train one with tools/train_net.py and load it with "
-            "MODEL.WEIGHTS, or use trained=False."
+            "download is possible here). Train one with tools/train_net.py (or "
+            "tools/lazy_train_net.py) and load it, or use trained=False."
         )
-    return get_se_cfg(get_config_file(config_path))
+    path = get_config_file(config_path)
+    if path.endswith(".py"):
+        return LazyConfig.load(path)
+    return get_se_cfg(path)
 
 
 def get(config_path: str, trained: bool = False, device: Optional[str] = None):
     """Build the model of a shipped config (as ``detectron2.model_zoo.get``), in eval mode.
 
-    As Detectron2's, ``trained=False`` loads the config's ``MODEL.WEIGHTS`` (for the COCO configs:
-    the converted ImageNet trunk, ``pretrained/*.pkl``, see docs/weights.md) and leaves the rest
-    randomly initialized; a config whose ``MODEL.WEIGHTS`` is empty gives a random model. A
-    missing weights file is an error naming it (for a random model from any config:
-    ``build_model(get_config(path))``). Nothing is downloaded.
+    As Detectron2's, ``trained=False`` loads the config's ``MODEL.WEIGHTS`` (LazyConfig:
+    ``train.init_checkpoint``; for the COCO configs: the converted ImageNet trunk,
+    ``pretrained/*.pkl``, see docs/weights.md) and leaves the rest randomly initialized; a config
+    whose weights are empty gives a random model. A missing weights file is an error naming it
+    (for a random model from any config: ``build_model(get_config(path))`` or
+    ``instantiate(get_config(path).model)``). Nothing is downloaded.
 
     Args:
         config_path: path relative to the config root.
@@ -55,8 +76,15 @@ def get(config_path: str, trained: bool = False, device: Optional[str] = None):
         torch.nn.Module: the Detectron2 model.
     """
     cfg = get_config(config_path, trained=trained)
-    cfg.MODEL.DEVICE = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model = build_model(cfg)
-    if cfg.MODEL.WEIGHTS:
-        SEDetectionCheckpointer(model, cfg=cfg).load(cfg.MODEL.WEIGHTS)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if isinstance(cfg, CfgNode):
+        cfg.MODEL.DEVICE = device
+        model = build_model(cfg)
+        weights = cfg.MODEL.WEIGHTS
+    else:
+        model = instantiate(cfg.model).to(device)
+        weights = cfg.train.init_checkpoint if "train" in cfg else ""
+        cfg = None  # the converted-weights config check reads yacs keys
+    if weights:
+        SEDetectionCheckpointer(model, cfg=cfg).load(weights)
     return model.eval()

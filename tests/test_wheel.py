@@ -3,8 +3,9 @@
 Builds the wheel with ``pip wheel`` (no build isolation: nothing is downloaded), installs it into
 a new venv that sees the same torch/Detectron2 (the test venv's site-packages, appended through a
 ``.pth`` file, as a system-wide Detectron2 would be), and from a folder outside the repository:
-loads every shipped config, builds and trains one step through the installed ``se-train-net``,
-and checks that every tool of ``python -m se_detectron`` is an installed console script.
+loads every shipped config (yacs and LazyConfig), builds and trains one step through the installed
+``se-train-net``, and checks that every tool of ``python -m se_detectron`` is an installed console
+script.
 """
 
 import os
@@ -26,13 +27,15 @@ pytestmark = pytest.mark.slow
 CHECK = r"""
 import json, sys
 import se_detectron
-from se_detectron.model_zoo import CONFIG_ROOT, get_se_cfg, list_configs
-from detectron2.modeling import build_model
+from detectron2.config import instantiate
+from se_detectron.model_zoo import CONFIG_ROOT, get_config, list_configs
 assert "site-packages" in se_detectron.__file__, se_detectron.__file__
 loaded = []
-for name in list_configs():
-    cfg = get_se_cfg(name)
+for name in list_configs():  # yacs .yaml and LazyConfig .py (their relative imports too)
+    cfg = get_config(name)
     loaded.append(name)
+model = instantiate(get_config("Synthetic/mask_rcnn_SE_R_18_FPN_synthetic.py").model)
+assert type(model.backbone.bottom_up.res5[0]).__name__ == "SEBasicBlock"
 print(json.dumps({"file": se_detectron.__file__, "root": str(CONFIG_ROOT), "configs": loaded}))
 """
 
@@ -79,7 +82,8 @@ def test_wheel_ships_configs_and_loads_them(installed):
     proc = _run([str(installed["python"]), "-c", CHECK], installed["cwd"], installed["env"])
     info = json.loads(proc.stdout.strip().splitlines()[-1])
     assert not info["file"].startswith(str(ROOT))  # the wheel's copy, not the checkout
-    assert info["configs"] == list_configs() and len(info["configs"]) >= 10
+    assert info["configs"] == list_configs() and len(info["configs"]) >= 13
+    assert "new_baselines/mask_rcnn_SE_R_50_FPN_100ep_LSJ.py" in info["configs"]
 
 
 def test_every_tool_is_a_console_script(installed):

@@ -37,8 +37,11 @@ __all__ = [
     "argument_parser",
     "cli",
     "cpu_threads_per_process",
+    "launch_reporting_errors",
     "main",
+    "run_reporting_errors",
     "setup",
+    "write_final_results",
 ]
 
 logger = logging.getLogger("se_detectron")
@@ -48,10 +51,15 @@ class UserError(SEDetectronError):
     """A problem with the command line, config or files, reported without a traceback."""
 
 
-def argument_parser():
-    """Detectron2's ``default_argument_parser`` plus dataset registration flags."""
+def argument_parser(epilog=None):
+    """Detectron2's ``default_argument_parser`` plus dataset registration flags.
+
+    Args:
+        epilog: the help's closing example (default: a ``tools/train_net.py`` one).
+    """
     parser = default_argument_parser(
-        epilog="Example: python tools/train_net.py --config-file "
+        epilog=epilog
+        or "Example: python tools/train_net.py --config-file "
         "configs/Synthetic/faster_rcnn_SE_R_50_FPN_synthetic.yaml OUTPUT_DIR output/demo"
     )
     parser.add_argument(
@@ -152,12 +160,25 @@ def cpu_threads_per_process(num_processes, cores=None, environ=None):
 
 
 def _write_final_results(cfg, results):
+    write_final_results(cfg.OUTPUT_DIR, cfg.DATASETS.TEST, results)
+
+
+def write_final_results(output_dir, test_names, results):
+    """Write ``final_results.json`` (main process) and log each dataset's box AP.
+
+    Args:
+        output_dir: the run's output directory.
+        test_names: the evaluated dataset names.
+        results: ``{dataset: {task: {metric: value}}}``, or a single dataset's
+            ``{task: {metric: value}}`` (as ``DefaultTrainer.test`` returns it); None or empty:
+            nothing is written.
+    """
     if not comm.is_main_process() or not results:
         return
-    if len(cfg.DATASETS.TEST) == 1 and cfg.DATASETS.TEST[0] not in results:
+    if len(test_names) == 1 and test_names[0] not in results:
         # DefaultTrainer.test unwraps the results of a single dataset
-        results = {cfg.DATASETS.TEST[0]: results}
-    path = os.path.join(cfg.OUTPUT_DIR, "final_results.json")
+        results = {test_names[0]: results}
+    path = os.path.join(output_dir, "final_results.json")
     atomic_write_json(path, results, indent=2, default=float)
     for dataset, per_task in results.items():
         for task, label in (("bbox", "box"), ("segm", "mask"), ("keypoints", "keypoint")):
@@ -197,6 +218,20 @@ USER_ERRORS = (SEDetectronError, FileNotFoundError, FloatingPointError)
 
 
 def _main_reporting_errors(args):
+    return run_reporting_errors(main, args)
+
+
+def run_reporting_errors(main_fn, args):
+    """Run ``main_fn(args)`` in one training process: CPU thread split, user errors in one line.
+
+    With ``--num-gpus N`` on a CPU machine the cores are split between the N processes (see
+    :func:`cpu_threads_per_process`). A user error (:data:`USER_ERRORS`) is printed as one
+    ``error: ...`` line on stderr and the process exits with status 2.
+
+    Args:
+        main_fn: the tool's ``main(args)``.
+        args: the parsed arguments (``num_gpus`` is read).
+    """
     threads = None if torch.cuda.is_available() else cpu_threads_per_process(args.num_gpus)
     if threads is not None:
         torch.set_num_threads(threads)
@@ -207,22 +242,33 @@ def _main_reporting_errors(args):
                 flush=True,
             )
     try:
-        return main(args)
+        return main_fn(args)
     except USER_ERRORS as e:
         message = " | ".join(line.strip() for line in str(e).strip().splitlines() if line.strip())
         print(f"error: {message}", file=sys.stderr)
         sys.exit(2)
 
 
-def cli(argv=None):
-    """Parse ``argv`` and train/evaluate, in ``--num-gpus`` processes per machine."""
-    args = argument_parser().parse_args(argv)
-    print("Command Line Args:", args)
+def launch_reporting_errors(main_fn, args):
+    """Detectron2's ``launch`` of :func:`run_reporting_errors` in ``--num-gpus`` processes.
+
+    Args:
+        main_fn: the tool's ``main(args)`` (a module-level function: it is pickled for spawn).
+        args: the parsed arguments (``num_gpus``, ``num_machines``, ``machine_rank``,
+            ``dist_url``).
+    """
     launch(
-        _main_reporting_errors,
+        run_reporting_errors,
         args.num_gpus,
         num_machines=args.num_machines,
         machine_rank=args.machine_rank,
         dist_url=args.dist_url,
-        args=(args,),
+        args=(main_fn, args),
     )
+
+
+def cli(argv=None):
+    """Parse ``argv`` and train/evaluate, in ``--num-gpus`` processes per machine."""
+    args = argument_parser().parse_args(argv)
+    print("Command Line Args:", args)
+    launch_reporting_errors(main, args)

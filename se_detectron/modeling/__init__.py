@@ -2,7 +2,14 @@
 BACKBONE_REGISTRY and ROI_HEADS_REGISTRY."""
 
 from .classifier import build_se_resnet_classifier
-from .config_check import SE_POSITIONS, SE_STAGE_NAMES, SEConfigError, check_se_config
+from .config_check import (
+    SE_POSITIONS,
+    SE_STAGE_NAMES,
+    SE_TRUNK_CFG_KEYS,
+    SEConfigError,
+    check_se_config,
+    check_se_options,
+)
 from .se_fpn import build_retinanet_se_resnet_fpn_backbone, build_se_resnet_fpn_backbone
 from .se_resnet import (
     CeilPoolBasicStem,
@@ -11,12 +18,14 @@ from .se_resnet import (
     SEBottleneckBlock,
     build_se_resnet,
     build_se_resnet_backbone,
+    make_se_resnet,
 )
 from .se_roi_heads import SERes5ROIHeads
 
 __all__ = [
     "SE_POSITIONS",
     "SE_STAGE_NAMES",
+    "SE_TRUNK_CFG_KEYS",
     "CeilPoolBasicStem",
     "DeepStem",
     "SEBasicBlock",
@@ -29,4 +38,6 @@ __all__ = [
     "build_se_resnet_classifier",
     "build_se_resnet_fpn_backbone",
     "check_se_config",
+    "check_se_options",
+    "make_se_resnet",
 ]

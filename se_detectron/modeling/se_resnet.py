@@ -5,10 +5,12 @@ Only what Squeeze-and-Excitation needs is added here: :class:`SEBottleneckBlock`
 :class:`SEBasicBlock` (the same for Detectron2's two-conv ``BasicBlock`` of ResNet-18/34) and
 :class:`DeepStem` (SENet-154's three-conv stem). Stages are made with ``ResNet.make_stage`` and
 assembled by Detectron2's ``ResNet``, so module names, ``freeze_at``, ``out_features`` and
-``output_shape()`` behave exactly like ``build_resnet_backbone``.
+``output_shape()`` behave exactly like ``build_resnet_backbone``. :func:`make_se_resnet` is the
+keyword-argument (LazyConfig) constructor, :func:`build_se_resnet` the yacs one; both assemble the
+trunk with the same code.
 """
 
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 import torch
 from detectron2.layers import CNNBlockBase, Conv2d, ShapeSpec, get_norm
@@ -23,7 +25,10 @@ from .config_check import (
     BASIC_SE_POSITIONS,
     SE_POSITIONS,
     SE_STAGE_NAMES,
+    SEConfigError,
     check_se_config,
+    check_se_options,
+    se_trunk_options,
 )
 
 __all__ = [
@@ -33,6 +38,7 @@ __all__ = [
     "SEBottleneckBlock",
     "build_se_resnet",
     "build_se_resnet_backbone",
+    "make_se_resnet",
 ]
 
 
@@ -288,9 +294,9 @@ def _stem_pool(x: torch.Tensor, ceil_pool: bool) -> torch.Tensor:
 def se_block_kwargs(cfg, stage: str, bottleneck_channels: int, dilation: int = 1) -> Dict[str, Any]:
     """The ``block_class`` and block arguments of one stage, for ``ResNet.make_stage``.
 
-    The one place that decides plain vs SE block and passes the ``MODEL.RESNETS.*`` /
-    ``MODEL.SE.*`` block options; used by :func:`build_se_resnet` for every stage and by
-    :class:`~se_detectron.modeling.SERes5ROIHeads` for the C4 head's res5.
+    The config form of :func:`_stage_block_kwargs`, used by
+    :class:`~se_detectron.modeling.SERes5ROIHeads` for the C4 head's res5 (the same choice of
+    block and options as the trunk's stages).
 
     Args:
         cfg: a config with ``add_se_config`` applied (already checked).
@@ -301,16 +307,30 @@ def se_block_kwargs(cfg, stage: str, bottleneck_channels: int, dilation: int = 1
     Returns:
         dict: ``block_class`` and its keyword arguments (without channels, strides and norm).
     """
-    se = cfg.MODEL.SE
+    return _stage_block_kwargs(se_trunk_options(cfg), stage, bottleneck_channels, dilation)
+
+
+def _stage_block_kwargs(
+    options: Dict[str, Any], stage: str, bottleneck_channels: int, dilation: int = 1
+) -> Dict[str, Any]:
+    """The one place that decides plain vs SE block and passes the block options of a stage.
+
+    Args:
+        options: the trunk options (:func:`make_se_resnet`'s keyword arguments, checked).
+        stage: ``"res2"`` ... ``"res5"``; SE blocks if it is in ``options["se_stages"]``.
+        bottleneck_channels: the stage's 3x3 conv width (bottleneck blocks).
+        dilation: the stage's dilation (bottleneck blocks).
+    """
+    o = options
     se_kwargs = {
-        "se_reduction": se.REDUCTION,
-        "se_squeeze": se.SQUEEZE,
-        "se_gate": se.GATE,
-        "se_bias": se.BIAS,
-        "se_position": se.POSITION,
+        "se_reduction": o["se_reduction"],
+        "se_squeeze": o["se_squeeze"],
+        "se_gate": o["se_gate"],
+        "se_bias": o["se_bias"],
+        "se_position": o["se_position"],
     }
-    with_se = stage in se.STAGES
-    if cfg.MODEL.RESNETS.DEPTH in BASIC_DEPTHS:
+    with_se = stage in o["se_stages"]
+    if o["depth"] in BASIC_DEPTHS:
         # ResNet-18/34: BasicBlock takes no bottleneck/group/dilation arguments (as Detectron2's)
         if with_se:
             return {"block_class": SEBasicBlock, **se_kwargs}
@@ -318,25 +338,128 @@ def se_block_kwargs(cfg, stage: str, bottleneck_channels: int, dilation: int = 1
     kwargs = {
         "block_class": BottleneckBlock,
         "bottleneck_channels": bottleneck_channels,
-        "num_groups": cfg.MODEL.RESNETS.NUM_GROUPS,
-        "stride_in_1x1": cfg.MODEL.RESNETS.STRIDE_IN_1X1,
+        "num_groups": o["num_groups"],
+        "stride_in_1x1": o["stride_in_1x1"],
         "dilation": dilation,
     }
     if with_se:
         kwargs.update(
             block_class=SEBottleneckBlock,
-            conv1_channels=int(round(bottleneck_channels * se.CONV1_WIDTH_RATIO)),
-            shortcut_kernel_size=se.SHORTCUT_KERNEL if stage != "res2" else 1,
+            conv1_channels=int(round(bottleneck_channels * o["conv1_width_ratio"])),
+            shortcut_kernel_size=o["shortcut_kernel"] if stage != "res2" else 1,
             **se_kwargs,
         )
     return kwargs
+
+
+def make_se_resnet(
+    *,
+    depth: int = 50,
+    num_groups: int = 1,
+    width_per_group: int = 64,
+    stride_in_1x1: bool = True,
+    stem_out_channels: int = 64,
+    res2_out_channels: Optional[int] = None,
+    res5_dilation: int = 1,
+    norm: Union[str, Callable] = "BN",
+    out_features: Sequence[str] = SE_STAGE_NAMES,
+    freeze_at: int = 0,
+    se_stages: Sequence[str] = SE_STAGE_NAMES,
+    se_reduction: int = 16,
+    se_squeeze: str = "avg",
+    se_gate: str = "sigmoid",
+    se_bias: bool = True,
+    se_position: str = "standard",
+    stem: str = "basic",
+    stem_ceil_pool: bool = False,
+    conv1_width_ratio: float = 1.0,
+    shortcut_kernel: int = 1,
+    in_channels: int = 3,
+    num_classes: Optional[int] = None,
+) -> ResNet:
+    """An SE-ResNet / SE-ResNeXt / SENet-154 trunk from keyword arguments (LazyConfig-friendly).
+
+    The keyword form of :func:`build_se_resnet` (which calls this same assembly with the
+    options read from a yacs config; ``config_check.SE_TRUNK_CFG_KEYS`` gives the key of each
+    argument). Use it where Detectron2's LazyConfigs use ``L(ResNet)(stem=..., stages=...)``::
+
+        from detectron2.config import LazyCall as L
+        from se_detectron.modeling import make_se_resnet
+
+        model.backbone.bottom_up = L(make_se_resnet)(
+            depth=50, norm="FrozenBN", freeze_at=2, out_features=["res2", "res3", "res4", "res5"]
+        )
+
+    Args:
+        depth: 18, 34 (basic blocks), 50, 101 or 152 (bottleneck blocks).
+        num_groups: groups of the 3x3 convs (32 for SE-ResNeXt 32x4d).
+        width_per_group: 3x3 conv width per group in res2 (4 for SE-ResNeXt 32x4d).
+        stride_in_1x1: stride in the first 1x1 conv (SE-ResNet, MSRA) or in the 3x3 conv.
+        stem_out_channels: channels out of the stem (128 for SENet-154).
+        res2_out_channels: channels out of res2; None: 64 for depth 18/34, else 256.
+        res5_dilation: 1, or 2 for a res5 without stride.
+        norm: normalization of every conv (``"BN"``, ``"FrozenBN"``, ``"SyncBN"``, ``"GN"``...
+            or a callable, see ``detectron2.layers.get_norm``).
+        out_features: outputs among ``"stem"``, ``"res2"`` ... ``"res5"``.
+        freeze_at: 0 (nothing frozen) .. 5: freeze the stem and the first stages, as
+            ``MODEL.BACKBONE.FREEZE_AT``.
+        se_stages: stages with SE blocks; the others use Detectron2's plain blocks.
+        se_reduction: reduction ratio r (paper default 16).
+        se_squeeze: ``"avg"`` or ``"max"``.
+        se_gate: ``"sigmoid"``, ``"tanh"`` or ``"relu"``.
+        se_bias: biases in the excitation FC layers.
+        se_position: one of :data:`SE_POSITIONS` (``"3x3"`` only with bottleneck blocks).
+        stem: ``"basic"`` (7x7 conv) or ``"deep"`` (SENet-154's three 3x3 convs).
+        stem_ceil_pool: the released models' ceil-mode stem max-pool.
+        conv1_width_ratio: width of each bottleneck's first 1x1 conv relative to its 3x3 conv
+            (0.5 in SENet-154).
+        shortcut_kernel: kernel of the strided projection shortcuts of res3-res5 (1 or 3).
+        in_channels: image channels.
+        num_classes: if given, a classifier head named ``linear`` (ImageNet pretraining); the
+            output is then ``linear`` and ``out_features`` / ``freeze_at`` are not used.
+
+    Returns:
+        ResNet: Detectron2's ``ResNet``; ``state_dict`` names are ``build_resnet_backbone``'s.
+
+    Raises:
+        SEConfigError: naming the invalid argument, its value and what is accepted.
+    """
+    if res2_out_channels is None:
+        res2_out_channels = 64 if depth in BASIC_DEPTHS else 256
+    options = {
+        "depth": depth,
+        "num_groups": num_groups,
+        "width_per_group": width_per_group,
+        "stride_in_1x1": stride_in_1x1,
+        "stem_out_channels": stem_out_channels,
+        "res2_out_channels": res2_out_channels,
+        "res5_dilation": res5_dilation,
+        "norm": norm,
+        "out_features": out_features,
+        "freeze_at": freeze_at,
+        "se_stages": se_stages,
+        "se_reduction": se_reduction,
+        "se_squeeze": se_squeeze,
+        "se_gate": se_gate,
+        "se_bias": se_bias,
+        "se_position": se_position,
+        "stem": stem,
+        "stem_ceil_pool": stem_ceil_pool,
+        "conv1_width_ratio": conv1_width_ratio,
+        "shortcut_kernel": shortcut_kernel,
+    }
+    check_se_options(options)
+    if not isinstance(in_channels, int) or in_channels < 1:
+        raise SEConfigError(f"in_channels={in_channels!r} is invalid: expected a positive integer")
+    return _assemble_se_resnet(options, in_channels, num_classes)
 
 
 def build_se_resnet(cfg, input_shape: ShapeSpec, num_classes: Optional[int] = None) -> ResNet:
     """Build a Detectron2 ``ResNet`` whose stages in ``MODEL.SE.STAGES`` use SE bottlenecks.
 
     Reads ``MODEL.RESNETS.*`` with Detectron2's meaning, ``MODEL.BACKBONE.FREEZE_AT`` and
-    ``MODEL.SE.*``; validates them first (see :func:`check_se_config`).
+    ``MODEL.SE.*``; validates them first (see :func:`check_se_config`). The trunk is assembled
+    by the same code as :func:`make_se_resnet` (its keyword form).
 
     Args:
         cfg: a config with ``add_se_config`` applied.
@@ -348,32 +471,29 @@ def build_se_resnet(cfg, input_shape: ShapeSpec, num_classes: Optional[int] = No
         ResNet: the trunk; its ``state_dict`` names are those of ``build_resnet_backbone``.
     """
     check_se_config(cfg)
-    # fmt: off
-    norm                = cfg.MODEL.RESNETS.NORM
-    depth               = cfg.MODEL.RESNETS.DEPTH
-    num_groups          = cfg.MODEL.RESNETS.NUM_GROUPS
-    width_per_group     = cfg.MODEL.RESNETS.WIDTH_PER_GROUP
-    stem_out_channels   = cfg.MODEL.RESNETS.STEM_OUT_CHANNELS
-    out_channels        = cfg.MODEL.RESNETS.RES2_OUT_CHANNELS
-    res5_dilation       = cfg.MODEL.RESNETS.RES5_DILATION
-    out_features        = cfg.MODEL.RESNETS.OUT_FEATURES
-    freeze_at           = cfg.MODEL.BACKBONE.FREEZE_AT
-    stem_type           = cfg.MODEL.SE.STEM
-    stem_ceil_pool      = cfg.MODEL.SE.STEM_CEIL_POOL
-    # fmt: on
+    return _assemble_se_resnet(se_trunk_options(cfg), input_shape.channels, num_classes)
 
-    if stem_type == "deep":
-        stem = DeepStem(input_shape.channels, stem_out_channels, norm, ceil_pool=stem_ceil_pool)
+
+def _assemble_se_resnet(
+    options: Dict[str, Any], in_channels: int, num_classes: Optional[int]
+) -> ResNet:
+    """Stem + stages of checked trunk ``options`` (:func:`make_se_resnet`'s arguments)."""
+    o = options
+    norm, stem_out_channels = o["norm"], o["stem_out_channels"]
+    if o["stem"] == "deep":
+        stem = DeepStem(in_channels, stem_out_channels, norm, ceil_pool=o["stem_ceil_pool"])
     else:
-        stem_class = CeilPoolBasicStem if stem_ceil_pool else BasicStem
-        stem = stem_class(input_shape.channels, stem_out_channels, norm)
+        stem_class = CeilPoolBasicStem if o["stem_ceil_pool"] else BasicStem
+        stem = stem_class(in_channels, stem_out_channels, norm)
 
     in_channels = stem_out_channels
-    bottleneck_channels = num_groups * width_per_group
+    out_channels = o["res2_out_channels"]
+    bottleneck_channels = o["num_groups"] * o["width_per_group"]
     stages: List[List[CNNBlockBase]] = []
-    for idx, (name, num_blocks) in enumerate(zip(SE_STAGE_NAMES, NUM_BLOCKS_PER_STAGE[depth])):
+    blocks_per_stage = NUM_BLOCKS_PER_STAGE[o["depth"]]
+    for idx, (name, num_blocks) in enumerate(zip(SE_STAGE_NAMES, blocks_per_stage)):
         # res5_dilation is used this way as a convention in R-FCN & Deformable Conv paper
-        dilation = res5_dilation if name == "res5" else 1
+        dilation = o["res5_dilation"] if name == "res5" else 1
         first_stride = 1 if idx == 0 or (name == "res5" and dilation == 2) else 2
         stage_kwargs = {
             "num_blocks": num_blocks,
@@ -382,7 +502,7 @@ def build_se_resnet(cfg, input_shape: ShapeSpec, num_classes: Optional[int] = No
             "out_channels": out_channels,
             "norm": norm,
         }
-        stage_kwargs.update(se_block_kwargs(cfg, name, bottleneck_channels, dilation=dilation))
+        stage_kwargs.update(_stage_block_kwargs(o, name, bottleneck_channels, dilation=dilation))
         stages.append(ResNet.make_stage(**stage_kwargs))
         in_channels = out_channels
         out_channels *= 2
@@ -392,7 +512,7 @@ def build_se_resnet(cfg, input_shape: ShapeSpec, num_classes: Optional[int] = No
         # out_features=None makes ResNet keep every stage and output "linear" (an explicit
         # ["linear"] would make it drop all stages).
         return ResNet(stem, stages, num_classes=num_classes, out_features=None)
-    return ResNet(stem, stages, out_features=out_features, freeze_at=freeze_at)
+    return ResNet(stem, stages, out_features=list(o["out_features"]), freeze_at=o["freeze_at"])
 
 
 @BACKBONE_REGISTRY.register()

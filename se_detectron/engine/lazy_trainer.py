@@ -1,0 +1,228 @@
+"""The training loop of ``tools/lazy_train_net.py``: a LazyConfig trained as ``SETrainer`` trains.
+
+Detectron2's ``tools/lazyconfig_train_net.py`` loop (``SimpleTrainer`` / ``AMPTrainer`` and its
+hooks, every object instantiated from the config) with what :class:`~se_detectron.engine.SETrainer`
+adds on the yacs path:
+
+* exact ``--resume``: the train loader's sampler is a
+  :class:`~se_detectron.engine.resume.ResumableTrainingSampler` and the random states are saved
+  with every checkpoint (:class:`~se_detectron.engine.resume.RNGStates`), so a resumed run sees
+  the same images, augmentations and dropout as one that never stopped;
+* atomic checkpoints and strict trunk loading
+  (:class:`~se_detectron.checkpoint.SEDetectionCheckpointer`), a missing
+  ``train.init_checkpoint`` or frozen layers left random are errors naming the key;
+* CPU multi-process training (gloo DDP without ``device_ids``);
+* evaluation with the config's evaluator, ``curves.png`` of the losses and AP.
+"""
+
+import logging
+import os
+from urllib.parse import urlparse
+
+from detectron2.config import instantiate
+from detectron2.engine import AMPTrainer, SimpleTrainer, create_ddp_model, default_writers, hooks
+from detectron2.evaluation import inference_on_dataset, print_csv_format
+from detectron2.utils import comm
+from detectron2.utils.registry import locate
+from omegaconf import OmegaConf
+
+from ..checkpoint import FrozenRandomInitError, SEDetectionCheckpointer, frozen_state_keys
+from ..data import prepare_dataset
+from .lazy_config import LazyConfigError, dataset_names
+from .resume import ResumableTrainingSampler, RNGStates
+from .trainer import PlotCurvesHook
+
+__all__ = [
+    "SELazyTrainer",
+    "build_lazy_train_loader",
+    "check_init_checkpoint",
+    "create_lazy_ddp_model",
+    "do_test",
+]
+
+logger = logging.getLogger("se_detectron")
+
+
+def check_init_checkpoint(path: str) -> None:
+    """Raise FileNotFoundError naming ``train.init_checkpoint`` if that local file is missing.
+
+    Args:
+        path: the checkpoint; ``""`` (nothing to load) and URLs are not checked.
+    """
+    if not path or urlparse(path).scheme:
+        return
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"train.init_checkpoint={path!r}: no such file (working directory {os.getcwd()!r}). "
+            "Convert pretrained weights with tools/convert_pretrained.py (docs/weights.md), fix "
+            'the path, or set train.init_checkpoint="" (with '
+            "model.backbone.bottom_up.freeze_at=0) to train from scratch."
+        )
+
+
+def build_lazy_train_loader(loader_cfg, seed=None):
+    """Instantiate ``dataloader.train`` with a :class:`ResumableTrainingSampler`.
+
+    The config's call (Detectron2's ``build_detection_train_loader``) gets the instantiated
+    dataset, the resumable sampler and a seed for the loader's generator (otherwise creating its
+    iterator draws from the global torch RNG and a resumed run would diverge).
+
+    Args:
+        loader_cfg: ``cfg.dataloader.train``: a call with ``dataset`` and no ``sampler``.
+        seed: the shuffle seed; None draws one (shared by all processes, saved with checkpoints).
+
+    Returns:
+        tuple: the data loader and its sampler.
+
+    Raises:
+        LazyConfigError: if the config sets ``dataloader.train.sampler``.
+    """
+    if loader_cfg.get("sampler") is not None:
+        raise LazyConfigError(
+            "dataloader.train.sampler is set, but se-lazy-train-net provides the sampler (a "
+            "resumable TrainingSampler, for exact --resume): remove it from the config"
+        )
+    target = loader_cfg._target_
+    target = locate(target) if isinstance(target, str) else target
+    kwargs = {k: instantiate(loader_cfg[k]) for k in loader_cfg if k not in ("_target_", "sampler")}
+    sampler = ResumableTrainingSampler(len(kwargs["dataset"]), seed=seed)
+    loader = target(sampler=sampler, seed=sampler.seed + comm.get_rank(), **kwargs)
+    return loader, sampler
+
+
+def create_lazy_ddp_model(model, cfg):
+    """Detectron2's ``create_ddp_model`` with ``train.ddp``; CPU (gloo) gets no ``device_ids``."""
+    ddp = dict(OmegaConf.to_container(cfg.train.ddp, resolve=True))
+    if not str(cfg.train.device).startswith("cuda"):
+        ddp.setdefault("device_ids", None)
+    return create_ddp_model(model, **ddp)
+
+
+def do_test(cfg, model):
+    """Evaluate ``model`` with ``dataloader.test`` and ``dataloader.evaluator``.
+
+    Returns:
+        dict or None: ``{dataset: {task: {metric: value}}}``; None without a test loader or
+        evaluator (``dataloader.evaluator=None`` turns evaluation off).
+    """
+    if OmegaConf.select(cfg, "dataloader.evaluator", default=None) is None:
+        return None
+    if OmegaConf.select(cfg, "dataloader.test", default=None) is None:
+        return None
+    names = dataset_names(cfg, "test")
+    for name in names:  # the evaluator reads the json of a lazily generated dataset
+        prepare_dataset(name)
+    results = inference_on_dataset(
+        model, instantiate(cfg.dataloader.test), instantiate(cfg.dataloader.evaluator)
+    )
+    if comm.is_main_process() and results:
+        print_csv_format(results)
+    if len(names) == 1 and results:
+        results = {names[0]: results}
+    return results
+
+
+class SELazyTrainer:
+    """Train the ``model`` of a LazyConfig; exact resume, atomic checkpoints, CPU DDP.
+
+    Args:
+        cfg: a LazyConfig with Detectron2's ``train`` keys (``common/train.py``),
+            ``dataloader.train``, ``optimizer`` and ``lr_multiplier`` (see
+            :func:`~se_detectron.engine.lazy_config.check_required_keys`). ``train.seed >= 0``
+            fixes the data order; otherwise it is drawn and saved with the checkpoints.
+
+    Attributes:
+        trainer: the Detectron2 ``SimpleTrainer`` / ``AMPTrainer`` (``train.amp.enabled``).
+        checkpointer: the :class:`SEDetectionCheckpointer` (model, optimizer, iteration, hooks,
+            sampler seed, random states).
+        train_sampler: the :class:`ResumableTrainingSampler`.
+        start_iter: the first iteration :meth:`train` runs (set by :meth:`resume_or_load`).
+        last_eval_results: the last evaluation's results, or None.
+    """
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        model = instantiate(cfg.model)
+        model.to(cfg.train.device)
+        logger.info(f"Model:\n{model}")
+        cfg.optimizer.params.model = model
+        optimizer = instantiate(cfg.optimizer)
+        seed = OmegaConf.select(cfg, "train.seed", default=-1)
+        loader, self.train_sampler = build_lazy_train_loader(
+            cfg.dataloader.train, seed=seed if seed is not None and seed >= 0 else None
+        )
+        self.batch_size = int(cfg.dataloader.train.total_batch_size)
+        model = create_lazy_ddp_model(model, cfg)
+        trainer_class = AMPTrainer if cfg.train.amp.enabled else SimpleTrainer
+        self.trainer = trainer_class(model, loader, optimizer)
+        self.checkpointer = SEDetectionCheckpointer(
+            model,
+            cfg.train.output_dir,
+            trainer=self.trainer,
+            train_sampler=self.train_sampler,
+            rng_states=RNGStates(),
+        )
+        self.start_iter = 0
+        self.last_eval_results = None
+        self.trainer.register_hooks(self.build_hooks())
+
+    def build_hooks(self):
+        """Detectron2's lazy-training hooks plus ``curves.png`` (``PlotCurvesHook``)."""
+        cfg, main = self.cfg, comm.is_main_process()
+        output_dir = cfg.train.output_dir
+        return [
+            hooks.IterationTimer(),
+            hooks.LRScheduler(scheduler=instantiate(cfg.lr_multiplier)),
+            hooks.PeriodicCheckpointer(self.checkpointer, **cfg.train.checkpointer)
+            if main
+            else None,
+            hooks.EvalHook(cfg.train.eval_period, self._evaluate),
+            hooks.PeriodicWriter(
+                default_writers(output_dir, cfg.train.max_iter), period=cfg.train.log_period
+            )
+            if main
+            else None,
+            PlotCurvesHook(output_dir, cfg.train.eval_period or 20),
+        ]
+
+    def register_hooks(self, hook_list):
+        """Register more hooks on :attr:`trainer` (as ``TrainerBase.register_hooks``)."""
+        self.trainer.register_hooks(hook_list)
+
+    def _evaluate(self):
+        self.last_eval_results = do_test(self.cfg, self.trainer.model)
+        return self.last_eval_results
+
+    def resume_or_load(self, resume: bool = True) -> None:
+        """Load ``train.init_checkpoint``, or with ``resume`` the last checkpoint of the run.
+
+        After a resume the sampler skips the images already used and the random states are
+        those saved with the checkpoint.
+
+        Raises:
+            FileNotFoundError: if ``train.init_checkpoint`` is a missing local file.
+            FrozenRandomInitError: if nothing is loaded and some layers are frozen.
+        """
+        init = self.cfg.train.init_checkpoint
+        resuming = resume and self.checkpointer.has_checkpoint()
+        if not resuming:
+            check_init_checkpoint(init)
+            frozen = [] if init else frozen_state_keys(self.checkpointer.model)
+            if frozen:
+                raise FrozenRandomInitError(
+                    f'train.init_checkpoint is "" (no pretrained weights) but {len(frozen)} '
+                    f"parameters/buffers are frozen and would stay at their random "
+                    f"initialization (first: {frozen[0]}). Set train.init_checkpoint to converted "
+                    "weights (tools/convert_pretrained.py, docs/weights.md) or "
+                    "model.backbone.bottom_up.freeze_at=0 to train every layer."
+                )
+        self.checkpointer.resume_or_load(init, resume=resume)
+        self.start_iter = self.trainer.iter + 1 if resuming else 0
+        if resuming:
+            logger.info(f"Resuming from iteration {self.start_iter}")
+        self.train_sampler.set_start(self.start_iter * self.batch_size)
+
+    def train(self):
+        """Run iterations ``start_iter`` .. ``train.max_iter - 1``; returns the last results."""
+        self.trainer.train(self.start_iter, self.cfg.train.max_iter)
+        return self.last_eval_results
