@@ -11,7 +11,7 @@ DEMO_DIR ?= output/demo
 # overrides for the fine-tuning: DEMO_ARGS="SOLVER.MAX_ITER 5000"
 DEMO_ARGS ?=
 
-.PHONY: setup demo test lint format clean benchmark
+.PHONY: setup demo test lint format clean benchmark gpu-check
 
 setup: $(STAMP)
 
@@ -29,6 +29,12 @@ demo: setup
 # SE-ResNet-50 vs ResNet-50 speed and memory (README "Performance"; ~40 min, on an idle machine).
 benchmark: setup
 	$(PY) tools/benchmark.py --compile --output output/benchmark/benchmark.json
+
+# On a CUDA machine, at most 8 minutes: tests/test_cuda.py, a short GPU benchmark (fp32 and bf16,
+# NCHW and channels_last, ours vs timm) and the demo on the GPU; report in output/gpu-check/
+# (report.md, report.json, one log per step). README "Performance on a GPU".
+gpu-check: setup
+	$(PY) tools/gpu_check.py --output-dir output/gpu-check
 
 test: setup
 	$(PY) -m pytest -q

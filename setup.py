@@ -23,6 +23,7 @@ CONSOLE_SCRIPTS = [
     "se-run-demo = se_detectron.demo:cli",
     "se-export-model = se_detectron.export.cli:cli",
     "se-benchmark = se_detectron.benchmark.cli:cli",
+    "se-gpu-check = se_detectron.benchmark.gpu_check:cli",
     "se-analyze-excitation = se_detectron.analysis.cli:cli",
 ]
 

@@ -35,6 +35,11 @@ TOOLS = {
     "run_demo": ("se_detectron.demo:cli", "se-run-demo", "make demo: pretrain, convert, fine-tune"),
     "export_model": ("se_detectron.export.cli:cli", "se-export-model", "TorchScript / ONNX export"),
     "benchmark": ("se_detectron.benchmark.cli:cli", "se-benchmark", "SE vs plain speed and memory"),
+    "gpu_check": (
+        "se_detectron.benchmark.gpu_check:cli",
+        "se-gpu-check",
+        "CUDA tests + GPU benchmark + demo on a GPU, one report (make gpu-check)",
+    ),
     "analyze_excitation": (
         "se_detectron.analysis.cli:cli",
         "se-analyze-excitation",

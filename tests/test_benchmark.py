@@ -7,6 +7,7 @@ import pytest
 import torch
 from detectron2.layers import FrozenBatchNorm2d
 
+from se_detectron.benchmark import cases as cases_module
 from se_detectron.benchmark import cli, measure_peak_memory, run_interleaved
 from se_detectron.benchmark.cases import (
     SE_ABLATIONS,
@@ -112,6 +113,40 @@ def test_cli_writes_table_and_json(tmp_path, capsys):
     assert report["cases"]["rcnn_training"]["target"] == 1.04
     printed = capsys.readouterr().out
     assert "== rcnn_inference" in printed and "target <= 1.02x" in printed
+
+
+def test_cli_bf16_autocast_variants(tmp_path, monkeypatch):
+    """--precisions fp32,bf16 times each case twice; the bf16 one really runs under autocast."""
+    seen = []
+    real = cases_module.torch.autocast
+
+    def recording(*args, **kwargs):
+        seen.append(kwargs.get("dtype"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(cases_module.torch, "autocast", recording)
+    out = tmp_path / "bench.json"
+    args = ["--cases", "trunk,classifier", "--height", "64", "--width", "96", "--no-memory"]
+    args += ["--batch-sizes", "2", "--layouts", "nchw", "--classifier-size", "32"]
+    args += ["--precisions", "fp32,bf16", "--rounds", "1", "--warmup", "0", "--output", str(out)]
+    assert cli(args) == 0
+    report = json.loads(out.read_text())["cases"]
+    assert set(report) == {"trunk", "trunk_bf16", "classifier_b2_nchw", "classifier_b2_nchw_bf16"}
+    assert report["classifier_b2_nchw_bf16"]["description"].endswith("autocast bf16")
+    assert report["classifier_b2_nchw_bf16"]["target"] == report["classifier_b2_nchw"]["target"]
+    assert seen and set(seen) == {torch.bfloat16}
+
+
+def test_cuda_amp_targets():
+    case = cases_module.Case("classifier_b256_nchw", "d", {"a": lambda: None}, "a", "a", 1.03)
+    small = cases_module.Case("classifier_b32_nchw", "d", {"a": lambda: None}, "a", "a", 1.03)
+    train = cases_module.Case("rcnn_training", "d", {"a": lambda: None}, "a", "a", 1.04)
+    cuda = torch.device("cuda")
+    assert cases_module.with_precision(case, "bf16", cuda).target == 1.03
+    assert cases_module.with_precision(small, "bf16", cuda).target is None
+    assert cases_module.with_precision(train, "bf16", cuda).target == 1.03
+    assert cases_module.with_precision(train, "bf16", torch.device("cpu")).target == 1.04
+    assert cases_module.with_precision(train, "fp32", cuda) is train
 
 
 def test_se_ablations_compute_what_they_claim():

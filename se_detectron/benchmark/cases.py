@@ -11,6 +11,7 @@ see unit-scale features and their heads do the same amount of work.
 """
 
 import contextlib
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional
 from unittest import mock
@@ -27,7 +28,14 @@ from ..layers import SqueezeExcitation, se_fast_path
 from ..modeling import build_se_resnet_backbone, build_se_resnet_classifier
 from ..modeling.archs import apply_arch
 
-__all__ = ["CASE_NAMES", "Case", "build_cases", "calibrate_frozen_bn"]
+__all__ = [
+    "CASE_NAMES",
+    "PRECISIONS",
+    "Case",
+    "build_cases",
+    "calibrate_frozen_bn",
+    "with_precision",
+]
 
 DETECTION_CONFIG = "COCO-Detection/faster_rcnn_SE_R_50_FPN_1x.yaml"
 CASE_NAMES = ("trunk", "rcnn_inference", "rcnn_training", "classifier", "se_breakdown")
@@ -40,6 +48,12 @@ TARGETS = {
     "classifier": 1.03,
     "se_breakdown": None,
 }
+# Targets on a GPU with AMP (the CUDA issue): SE / plain <= 1.03 for Faster R-CNN training and
+# inference and for the classifier at batch 256 (smaller batches are launch-bound on a GPU).
+CUDA_AMP_TARGETS = {"rcnn_inference": 1.03, "rcnn_training": 1.03, "classifier": 1.03}
+CUDA_CLASSIFIER_TARGET_BATCH = 256
+# --precisions: fp32, or autocast mixed precision with bfloat16
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
 
 
 @dataclass
@@ -63,6 +77,44 @@ class Case:
     se_variant: str
     target: Optional[float] = None
     compare: List[tuple] = field(default_factory=list)
+
+
+def with_precision(case: Case, precision: str, device: torch.device) -> Case:
+    """``case`` with every variant run under ``torch.autocast`` (``precision`` "bf16"), or as is.
+
+    The models are shared with ``case`` (nothing is rebuilt). A training step's backward runs
+    inside the autocast region too, which changes nothing: backward ops take the dtypes the
+    forward recorded. On CUDA the case gets the AMP target of :data:`CUDA_AMP_TARGETS` (the
+    classifier's only from batch :data:`CUDA_CLASSIFIER_TARGET_BATCH`).
+
+    Args:
+        case: a case from :func:`build_cases`.
+        precision: a key of :data:`PRECISIONS`.
+        device: the device the case runs on.
+    """
+    dtype = PRECISIONS[precision]
+    if dtype is None:
+        return case
+
+    def autocast(fn):
+        def run():
+            with torch.autocast(device.type, dtype=dtype):
+                return fn()
+
+        return run
+
+    kind = next((k for k in CUDA_AMP_TARGETS if case.name.startswith(k)), None)
+    target = case.target
+    if device.type == "cuda" and kind is not None:
+        batch = int(case.name.split("_b")[1].split("_")[0]) if kind == "classifier" else None
+        target = None if batch and batch < CUDA_CLASSIFIER_TARGET_BATCH else CUDA_AMP_TARGETS[kind]
+    return dataclasses.replace(
+        case,
+        name=f"{case.name}_{precision}",
+        description=f"{case.description}; autocast {precision}",
+        variants={name: autocast(fn) for name, fn in case.variants.items()},
+        target=target,
+    )
 
 
 def _straightforward(fn: Callable[[], object]) -> Callable[[], object]:

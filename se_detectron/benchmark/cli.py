@@ -11,7 +11,7 @@ import torch
 from tqdm import tqdm
 
 from ..utils.atomic import atomic_write_json
-from .cases import CASE_NAMES, build_cases
+from .cases import CASE_NAMES, PRECISIONS, build_cases, with_precision
 from .report import add_ratios, case_result, environment, format_table
 from .timing import measure_peak_memory, run_interleaved
 
@@ -69,6 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=_choice_list(("nchw", "channels_last")),
         default=["nchw", "channels_last"],
         help="classifier and se_breakdown memory formats",
+    )
+    parser.add_argument(
+        "--precisions",
+        type=_choice_list(tuple(PRECISIONS)),
+        default=["fp32"],
+        help="fp32 and/or bf16 (torch.autocast mixed precision); each case is timed in each",
     )
     parser.add_argument(
         "--classifier-size", type=int, default=224, help="classifier and se_breakdown input side"
@@ -167,7 +173,8 @@ def cli(argv: Optional[List[str]] = None) -> int:
         classifier_size=args.classifier_size,
         compile_models=args.compile,
     )
-    for case in cases:
+    timed = (with_precision(case, p, device) for case in cases for p in args.precisions)
+    for case in timed:
         bar = tqdm(desc=case.name, unit="round", leave=False, file=sys.stderr)
         stats = run_interleaved(
             case.variants,
