@@ -464,3 +464,44 @@ def test_build_evaluator_follows_evaluator_type(tiny_dataset, monkeypatch):
     finally:
         for n in names:
             MetadataCatalog.pop(n, None)
+
+
+def test_mask_ap_with_polygon_ground_truth(tiny_dataset, tmp_path):
+    """COCO polygons (as registered with --register-coco): box-shaped masks score mask AP."""
+    from pycocotools import mask as mask_util
+
+    name, json_path, _ = tiny_dataset
+    gt = json.loads(json_path.read_text())
+    for ann in gt["annotations"]:
+        x, y, w, h = ann["bbox"]
+        ann["segmentation"] = [[x, y, x + w, y, x + w, y + h, x, y + h]]
+    cfg = get_cfg()
+    add_se_config(cfg)
+    cfg.MODEL.MASK_ON = True
+    with registered_coco_json(gt, tmp_path / "poly.json") as (poly_name, _, dicts):
+        evaluator = build_evaluator(cfg, poly_name, str(tmp_path / "out"))
+        evaluator.reset()
+        for d in dicts:
+            anns = [a for a in d["annotations"] if not a.get("iscrowd", 0)]
+            h, w = d["height"], d["width"]
+            instances = Instances((h, w))
+            instances.pred_boxes = Boxes(
+                BoxMode.convert(
+                    torch.tensor([a["bbox"] for a in anns], dtype=torch.float32).reshape(-1, 4),
+                    BoxMode.XYWH_ABS,
+                    BoxMode.XYXY_ABS,
+                )
+            )
+            instances.scores = torch.linspace(0.9, 0.5, len(anns))
+            instances.pred_classes = torch.tensor([a["category_id"] for a in anns])
+            masks = [
+                mask_util.decode(mask_util.merge(mask_util.frPyObjects(a["segmentation"], h, w)))
+                for a in anns
+            ]
+            instances.pred_masks = torch.tensor(np.array(masks, dtype=bool).reshape(-1, h, w))
+            evaluator.process([{"image_id": d["image_id"], "height": h, "width": w}],
+                              [{"instances": instances}])  # fmt: skip
+        results = evaluator.evaluate()
+    assert results["segm"]["AP"] == pytest.approx(100, abs=1e-9)
+    assert results["bbox"]["AP"] == pytest.approx(100, abs=1e-9)
+    assert name != poly_name
