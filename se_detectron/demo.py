@@ -247,9 +247,10 @@ def _summarize(plan: DemoPlan, stages: Dict) -> Dict:
         pictures = json.load(f)
     with open(plan.path("pretrain", "metrics.jsonl")) as f:
         pretrain_top1 = max(json.loads(line)["val_top1"] for line in f if line.strip())
-    return {
+    metrics = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+    summary = {
         "dataset": dataset,
-        "bbox": {k: per_task["bbox"][k] for k in ("AP", "AP50", "AP75", "APs", "APm", "APl")},
+        "bbox": {k: per_task["bbox"][k] for k in metrics},
         "pretrain_val_top1": pretrain_top1,
         "device": plan.device,
         "stages": stages,
@@ -265,6 +266,9 @@ def _summarize(plan: DemoPlan, stages: Dict) -> Dict:
             "pictures": plan.path("predictions"),
         },
     }
+    if "segm" in per_task:  # a Mask R-CNN config (--config-file)
+        summary["segm"] = {k: per_task["segm"][k] for k in metrics}
+    return summary
 
 
 def format_summary(summary: Dict) -> str:
@@ -275,6 +279,14 @@ def format_summary(summary: Dict) -> str:
     lines = [
         f"[demo] box AP on {summary['dataset']}: AP {box['AP']:.1f} | AP50 {box['AP50']:.1f} | "
         f"AP75 {box['AP75']:.1f} (pretraining held-out top-1 {summary['pretrain_val_top1']:.1f}%)",
+    ]
+    if "segm" in summary:
+        mask = summary["segm"]
+        lines.append(
+            f"[demo] mask AP: AP {mask['AP']:.1f} | AP50 {mask['AP50']:.1f} | "
+            f"AP75 {mask['AP75']:.1f}"
+        )
+    lines += [
         "[demo] minutes per stage: "
         + ", ".join(
             f"{name} {s['seconds'] / 60:.1f}" + (" (reused)" if s["reused"] else "")

@@ -129,3 +129,32 @@ def test_crops_are_reused_and_checked(tmp_path):
     with pytest.raises(FileExistsError, match="not a crops folder"):
         write_synthetic_crops(str(tmp_path / "other"))
     assert Path(tmp_path / "other" / "x.txt").exists()
+
+
+def test_mask_rcnn_demo_reports_mask_ap_and_draws_masks(tmp_path):
+    """`make demo DEMO_ARGS="--config-file Synthetic/mask_rcnn_SE_R_18_FPN_synthetic.yaml"`."""
+    from se_detectron.demo import format_summary
+
+    plan = DemoPlan(
+        output_dir=str(tmp_path / "run"),
+        device="cpu",
+        config_file="Synthetic/mask_rcnn_SE_R_18_FPN_synthetic.yaml",
+        pretrain_args=TINY_PRETRAIN.split() + ["--crops-root", str(tmp_path / "crops")],
+        finetune_opts=list(TINY_FINETUNE) + ["MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0"],
+        num_pictures=1,
+    )
+    summary = run_demo(plan)
+    assert set(summary["segm"]) == {"AP", "AP50", "AP75", "APs", "APm", "APl"}
+    assert "[demo] mask AP: AP" in format_summary(summary)
+    # the fine-tuned model's masks in se-predict's output (3 iterations: keep every detection)
+    from se_detectron.engine.predict import cli as predict_cli
+
+    out = tmp_path / "pictures"
+    argv = ["--config-file", plan.path("finetune", "config.yaml"), "--output", str(out)]
+    argv += ["--input", plan.path("predictions"), "--confidence-threshold", "0.0"]
+    argv += ["--opts", "MODEL.WEIGHTS", plan.path("finetune", "model_final.pth")]
+    argv += ["MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0"]
+    assert predict_cli(argv) == 0
+    with open(out / "detections.json") as f:
+        detections = json.load(f)[0]["detections"]
+    assert detections and all("segmentation" in d for d in detections)
