@@ -91,6 +91,16 @@ def _add_model_se(_C):
     # Kernel size of the strided projection shortcuts of res3-res5: 1 (ResNet), or 3 as in
     # SENet-154 (paper appendix: "3x3 stride-2 convolution" replaces the 1x1 projection).
     _C.MODEL.SE.SHORTCUT_KERNEL = 1
+    # Widths of the first two convs of the "deep" stem; [] means STEM_OUT_CHANNELS/2 for both
+    # (SENet-154's 64-64-128, ResNet-D's 32-32-64). timm's tiered stem ("...t" models) is [24, 32].
+    _C.MODEL.SE.STEM_WIDTHS = []
+    # ResNet-D projection shortcuts (He et al., "Bag of Tricks", arXiv 1812.01187, Fig. 2c; timm's
+    # avg_down): a 2x2 stride-2 average pool, then a stride-1 1x1 conv (no pool at stride 1).
+    _C.MODEL.SE.AVG_DOWN = False
+    # Anti-aliased downsampling (timm's aa_layer=nn.AvgPool2d, "seresnextaa" models): each strided
+    # 3x3 conv runs at stride 1 and is followed by a 2x2 average pool; the stem average-pools
+    # instead of max-pooling. Needs MODEL.RESNETS.STRIDE_IN_1X1 False.
+    _C.MODEL.SE.ANTI_ALIAS = False
 
 
 def _add_solver(_C):

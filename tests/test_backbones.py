@@ -163,8 +163,8 @@ def test_torchscript_scripting(se_cfg):
         ("MODEL.SE.SHORTCUT_KERNEL", 5, "MODEL.SE.SHORTCUT_KERNEL=5"),
         (
             "MODEL.RESNETS.DEPTH",
-            26,
-            r"MODEL.RESNETS.DEPTH=26 is invalid: expected one of \(18, 34, 50, 101, 152\)",
+            42,
+            r"MODEL.RESNETS.DEPTH=42 is invalid: expected one of \(18, 34, 26, 50, 101, 152, 200",
         ),
         ("MODEL.RESNETS.RES5_DILATION", 3, "MODEL.RESNETS.RES5_DILATION=3"),
         (

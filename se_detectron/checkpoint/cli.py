@@ -1,9 +1,10 @@
 """Convert pretrained SE-ResNet / SE-ResNeXt / SENet-154 weights for se_detectron's detectors.
 
 Reads our own pretraining checkpoints (tools/pretrain_imagenet.py), timm ``seresnet*`` /
-``seresnext*`` / ``senet154`` weights and Cadene ``pretrainedmodels`` / timm ``legacy_*`` SENets
-(.pth/.pt or .safetensors), writes a Detectron2-loadable .pkl with the trunk's parameter names,
-and prints the config the weights require (it is also stored in the .pkl). See docs/weights.md.
+``seresnext*`` / ``senet154`` weights (ResNet-D ``...d`` / ``...t`` / ``...aa...`` included) and
+Cadene ``pretrainedmodels`` / timm ``legacy_*`` SENets (.pth/.pt or .safetensors), writes a
+Detectron2-loadable .pkl with the trunk's parameter names, and prints the config the weights
+require (it is also stored in the .pkl). See docs/weights.md.
 
 Run it as ``se-convert-pretrained``, ``python -m se_detectron convert_pretrained`` or
 ``python tools/convert_pretrained.py``. Examples::
@@ -42,6 +43,14 @@ def build_parser() -> argparse.ArgumentParser:
         "timm's legacy_* models have the cadene layout.",
     )
     parser.add_argument(
+        "--arch",
+        metavar="NAME",
+        help="the network the weights are: an se_detectron arch (se_resnextaa101d_32x8d) or its "
+        "timm name (seresnextaa101d_32x8d). Checked against the weights; needed for "
+        "anti-aliased models, whose pooling has no weights. Default: a timm config.json next "
+        "to the input, else inferred",
+    )
+    parser.add_argument(
         "--ema", action="store_true", help="convert the EMA weights (model_ema / state_dict_ema)"
     )
     parser.add_argument(
@@ -77,6 +86,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             trust_pickle=args.trust_pickle,
             write_config=args.write_config,
             base_config=args.base_config,
+            arch=args.arch,
         )
     except (SEDetectronError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -1,10 +1,12 @@
 """Conversion of pretrained SE-ResNet weights to a Detectron2-loadable file (the tool's logic)."""
 
+import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Dict, List, Mapping, Optional
 
 from ..config import get_se_cfg
+from ..modeling.archs import ARCHS, resolve_arch_name
 from .files import extract_state_dict, load_checkpoint_file, save_converted, write_config_yaml
 from .formats import (
     SOURCE_FORMATS,
@@ -13,8 +15,15 @@ from .formats import (
     rename_state_dict,
     strip_common_prefix,
 )
-from .infer import SEArchitecture, infer_architecture, match_arch, validate_trunk_state_dict
-from .settings import config_mismatches, required_config
+from .infer import (
+    LAYOUT_KEYS,
+    STRUCTURAL_KEYS,
+    SEArchitecture,
+    infer_architecture,
+    match_arch,
+    validate_trunk_state_dict,
+)
+from .settings import config_mismatches, required_config, same_value
 
 __all__ = ["ConversionResult", "convert_checkpoint", "convert_state_dict", "format_summary"]
 
@@ -59,6 +68,7 @@ def convert_state_dict(
     source: str = "auto",
     *,
     container: Optional[Mapping[str, Any]] = None,
+    arch: Optional[str] = None,
 ) -> ConversionResult:
     """Rename a source state dict to the trunk's names and infer the config it needs.
 
@@ -68,6 +78,9 @@ def convert_state_dict(
             ``"cadene"``; timm's ``legacy_*`` models use the ``"cadene"`` layout).
         container: the whole loaded checkpoint, for the metadata of ``se_detectron``
             checkpoints (``"se_detectron_config"``, ``"args"``).
+        arch: the network the weights are, an :data:`~se_detectron.modeling.archs.ARCHS` name or
+            its timm name (e.g. ``"seresnextaa101d_32x8d"``). It must agree with the weights'
+            shapes; it provides what has no weights (``MODEL.SE.ANTI_ALIAS``). None: inferred.
 
     Returns:
         ConversionResult: renamed weights (same tensor objects), architecture and config. The
@@ -88,16 +101,30 @@ def convert_state_dict(
     renamed = rename_state_dict(sd, source)
     if not renamed.state_dict:
         raise ConversionError(f"no trunk weights in the checkpoint read as {source!r}")
-    arch = infer_architecture(renamed.state_dict)
-    config, notes = required_config(source, arch, container)
-    validate_trunk_state_dict(renamed.state_dict, config, in_channels=arch.in_channels)
+    inferred = replace(infer_architecture(renamed.state_dict), avg_down=renamed.avg_down)
+    config, notes = required_config(source, inferred, container)
+    if arch:
+        notes.append(_apply_arch(arch, config))
+    elif config["MODEL.SE.AVG_DOWN"] and source == "timm":
+        notes.append(
+            "MODEL.SE.ANTI_ALIAS False assumed: anti-aliasing has no weights, so timm's "
+            "seresnetaa* / seresnextaa* files look like their ResNet-D twins; convert those with "
+            "--arch (e.g. --arch seresnextaa101d_32x8d)"
+        )
+    # the recorded / --arch values of the parameter-free keys win over the layout's
+    inferred = replace(
+        inferred,
+        avg_down=config["MODEL.SE.AVG_DOWN"],
+        anti_alias=config["MODEL.SE.ANTI_ALIAS"],
+    )
+    validate_trunk_state_dict(renamed.state_dict, config, in_channels=inferred.in_channels)
     return ConversionResult(
         source=source,
         detected=detected,
         state_dict=renamed.state_dict,
         renamed=renamed.renamed,
         dropped=renamed.dropped,
-        arch=arch,
+        arch=inferred,
         arch_name=match_arch(config),
         config=config,
         notes=notes,
@@ -113,6 +140,7 @@ def convert_checkpoint(
     trust_pickle: bool = False,
     write_config: Optional[str] = None,
     base_config: Optional[str] = None,
+    arch: Optional[str] = None,
 ) -> ConversionResult:
     """Convert a pretrained checkpoint file to a Detectron2 ``.pkl`` (and optionally a config).
 
@@ -129,6 +157,9 @@ def convert_checkpoint(
             ``MODEL.WEIGHTS: output_path`` and the required values).
         base_config: the config to inherit from; also the reference for
             :attr:`ConversionResult.base_differences`. Required with ``write_config``.
+        arch: see :func:`convert_state_dict`. None: the ``"architecture"`` of a timm
+            ``config.json`` next to the input (as the Hugging Face hub stores timm models), if
+            there is one.
 
     Returns:
         ConversionResult: with the file paths filled in.
@@ -137,7 +168,12 @@ def convert_checkpoint(
         raise ConversionError("--write-config needs --base-config (the config to inherit from)")
     container = load_checkpoint_file(input_path, trust_pickle=trust_pickle)
     weights, weights_key = extract_state_dict(container, ema=ema)
-    result = convert_state_dict(weights, source, container=container)
+    hub_note = None
+    if arch is None:
+        arch, hub_note = _hub_architecture(input_path)
+    result = convert_state_dict(weights, source, container=container, arch=arch)
+    if hub_note:
+        result.notes.insert(0, hub_note)
     result.weights_key = weights_key
     result.input_path = input_path
     if base_config:
@@ -161,6 +197,44 @@ def convert_checkpoint(
         write_config_yaml(write_config, base_config, output_path, result.config, header=header)
         result.config_path = write_config
     return result
+
+
+def _apply_arch(name: str, config: Dict[str, Any]) -> str:
+    """Check ``--arch`` against the inferred ``config`` and take its parameter-free keys."""
+    try:
+        arch_name = resolve_arch_name(name)
+    except KeyError as e:
+        raise ConversionError(f"--arch: {e.args[0]}") from None
+    overrides = ARCHS[arch_name]
+    for key in STRUCTURAL_KEYS + ("MODEL.SE.AVG_DOWN",):
+        want, have = overrides[key], config[key]
+        if not same_value(have, want):
+            raise ConversionError(
+                f"--arch {name}: the architecture has {key}={want!r} but the weights have "
+                f"{have!r}; these weights are not {name}"
+            )
+    for key in LAYOUT_KEYS:
+        config[key] = overrides[key]
+    return f"--arch {name}: {arch_name}, MODEL.SE.ANTI_ALIAS {overrides['MODEL.SE.ANTI_ALIAS']}"
+
+
+def _hub_architecture(input_path: str):
+    """``(architecture, note)`` from a timm ``config.json`` beside ``input_path``, if any."""
+    path = os.path.join(os.path.dirname(os.path.abspath(input_path)), "config.json")
+    if not os.path.isfile(path):
+        return None, None
+    try:
+        with open(path, encoding="utf-8") as f:
+            name = json.load(f).get("architecture")
+    except (OSError, ValueError, AttributeError):
+        return None, f"{path} is not a timm config.json; ignored"
+    if not isinstance(name, str):
+        return None, None
+    try:
+        resolve_arch_name(name)
+    except KeyError:
+        return None, f"architecture {name!r} of {path} is not an SE architecture; ignored"
+    return name, f"architecture {name!r} read from {path}"
 
 
 def format_summary(result: ConversionResult) -> str:

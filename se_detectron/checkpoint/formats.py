@@ -9,10 +9,12 @@ are ``stem.conv1.weight``, ``stem.conv1.norm.{weight,bias,running_mean,running_v
     our own pretraining checkpoints (``build_se_resnet_classifier``): trunk names already, plus
     the classifier ``linear.*``.
 ``timm``
-    timm's ``resnet.py`` models (``seresnet50``, ``seresnext50_32x4d``, ``senet154``, ... and
-    torchvision's ResNet naming): ``conv1``/``bn1`` (deep stem: ``conv1.{0,1,3,4,6}`` +
-    ``bn1``), ``layer{1-4}.M.conv{1,2,3}``/``bn{1,2,3}``, ``downsample.{0,1}``, ``se.fc{1,2}``,
-    classifier ``fc``.
+    timm's ``resnet.py`` models (``seresnet50``, ``seresnext50_32x4d``, ``senet154``, the
+    ResNet-D ``seresnet152d`` / ``seresnext26d_32x4d`` / ``seresnext26t_32x4d`` /
+    ``seresnextaa101d_32x8d`` ... and torchvision's ResNet naming): ``conv1``/``bn1`` (deep stem:
+    ``conv1.{0,1,3,4,6}`` + ``bn1``), ``layer{1-4}.M.conv{1,2,3}``/``bn{1,2,3}``,
+    ``downsample.{0,1}`` (ResNet-D: ``downsample.0`` is the average pool, ``downsample.{1,2}``
+    the conv and its norm), ``se.fc{1,2}``, classifier ``fc``.
 ``cadene``
     Cadene's ``pretrainedmodels`` SENets and their timm port ``legacy_*`` (same names):
     ``layer0.conv1``/``bn1`` (SENet-154: also ``conv2``/``bn2``/``conv3``/``bn3``),
@@ -58,8 +60,8 @@ _BLOCK = r"^layer([1-4])\.(\d+)\."
 _BLOCK_RULES: List[Tuple[str, Optional[str]]] = [
     (_BLOCK + r"conv([123])\.weight$", r"res{s}.\2.conv\3.weight"),
     (_BLOCK + r"bn([123])\." + _BN_FIELDS + "$", r"res{s}.\2.conv\3.norm.\4"),
-    (_BLOCK + r"downsample\.0\.weight$", r"res{s}.\2.shortcut.weight"),
-    (_BLOCK + r"downsample\.1\." + _BN_FIELDS + "$", r"res{s}.\2.shortcut.norm.\3"),
+    (_BLOCK + r"downsample\.{conv}\.weight$", r"res{s}.\2.shortcut.weight"),
+    (_BLOCK + r"downsample\.{norm}\." + _BN_FIELDS + "$", r"res{s}.\2.shortcut.norm.\3"),
 ]
 
 _RULES: Dict[str, List[Tuple[str, Optional[str]]]] = {
@@ -88,7 +90,16 @@ _RULES: Dict[str, List[Tuple[str, Optional[str]]]] = {
         (r"^linear\.(weight|bias)$", None),
     ],
 }
-_COMPILED = {fmt: [(re.compile(p), r) for p, r in rules] for fmt, rules in _RULES.items()}
+
+
+def _compile(rules, conv: str, norm: str):
+    return [(re.compile(p.replace("{conv}", conv).replace("{norm}", norm)), r) for p, r in rules]
+
+
+# The projection shortcut is downsample.0 (conv) / .1 (norm), or in timm's ResNet-D layout
+# (avg_down) downsample.1 / .2 after a parameter-free average pool at downsample.0.
+_COMPILED = {fmt: _compile(rules, "0", "1") for fmt, rules in _RULES.items()}
+_COMPILED_AVG_DOWN = {fmt: _compile(rules, "1", "2") for fmt, rules in _RULES.items()}
 
 # What the key names of each layout look like, for auto-detection.
 _SIGNATURES: Dict[str, Tuple[str, ...]] = {
@@ -105,11 +116,13 @@ class RenamedStateDict(NamedTuple):
         state_dict: trunk name -> tensor, in the source order.
         renamed: trunk name -> source name.
         dropped: source names left out on purpose (classifier, ``num_batches_tracked``).
+        avg_down: the source has timm's ResNet-D average-pooled shortcuts (``downsample.2``).
     """
 
     state_dict: Dict[str, object]
     renamed: Dict[str, str]
     dropped: List[str]
+    avg_down: bool = False
 
 
 def strip_common_prefix(state_dict: Mapping[str, object]) -> Dict[str, object]:
@@ -165,14 +178,17 @@ def rename_state_dict(state_dict: Mapping[str, object], source: str) -> RenamedS
 
     Raises:
         ConversionError: for an unknown ``source``, or keys the layout does not explain (e.g.
-            timm's average-pool shortcuts of ResNet-D, anti-aliasing layers or an SE with a
-            norm layer), listed in the message.
+            a blur-pool anti-aliasing layer or an SE with a norm layer), listed in the message.
     """
     if source not in _COMPILED:
         raise ConversionError(
             f"Unknown source format {source!r}; known: {', '.join(SOURCE_FORMATS)}"
         )
     last_stem_conv = "conv3" if "conv1.6.weight" in state_dict else "conv1"
+    avg_down = source == "timm" and any(
+        re.match(_BLOCK + r"downsample\.2\.", k) for k in state_dict
+    )
+    rules = (_COMPILED_AVG_DOWN if avg_down else _COMPILED)[source]
     out: Dict[str, object] = {}
     renamed: Dict[str, str] = {}
     dropped: List[str] = []
@@ -181,7 +197,7 @@ def rename_state_dict(state_dict: Mapping[str, object], source: str) -> RenamedS
         if key.endswith(".num_batches_tracked"):
             dropped.append(key)
             continue
-        for pattern, repl in _COMPILED[source]:
+        for pattern, repl in rules:
             m = pattern.match(key)
             if m is None:
                 continue
@@ -196,18 +212,11 @@ def rename_state_dict(state_dict: Mapping[str, object], source: str) -> RenamedS
         else:
             unknown.append(key)
     if unknown:
-        hint = ""
-        if any(".downsample.2." in k for k in unknown):
-            hint = (
-                " The checkpoint has average-pool projection shortcuts (timm '...d' ResNet-D "
-                "variants: downsample.1 is the conv, downsample.2 the norm), which the SE trunk "
-                "does not implement."
-            )
         raise ConversionError(
             f"{len(unknown)} keys of the {source!r} checkpoint have no counterpart in the SE "
-            f"trunk: {_preview(unknown)}.{hint}"
+            f"trunk: {_preview(unknown)}"
         )
-    return RenamedStateDict(out, renamed, dropped)
+    return RenamedStateDict(out, renamed, dropped, avg_down)
 
 
 def _preview(keys: Sequence[str], n: int = 8) -> str:

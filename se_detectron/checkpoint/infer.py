@@ -2,9 +2,11 @@
 
 The shapes of a trunk-named state dict fix ``MODEL.RESNETS.DEPTH`` (block counts),
 ``NUM_GROUPS``/``WIDTH_PER_GROUP`` (3x3 conv shapes), ``STEM_OUT_CHANNELS``,
-``RES2_OUT_CHANNELS`` and ``MODEL.SE.{STEM, REDUCTION, STAGES, BIAS, CONV1_WIDTH_RATIO,
-SHORTCUT_KERNEL}``. What the weights cannot tell (where the stride is, how the stem pools, the
-input normalization) comes from the source format (:mod:`.settings`).
+``RES2_OUT_CHANNELS`` and ``MODEL.SE.{STEM, STEM_WIDTHS, REDUCTION, STAGES, BIAS,
+CONV1_WIDTH_RATIO, SHORTCUT_KERNEL}``. What the weights cannot tell (where the stride is, how the
+stem pools, the input normalization, parameter-free layers such as ResNet-D's shortcut pooling or
+anti-aliasing) comes from the source layout and format (:mod:`.formats`, :mod:`.settings`) or the
+converter's ``--arch``.
 """
 
 import re
@@ -20,6 +22,7 @@ from ..utils.state_dict import diff_state_dicts
 from .formats import ConversionError
 
 __all__ = [
+    "LAYOUT_KEYS",
     "STRUCTURAL_KEYS",
     "SEArchitecture",
     "infer_architecture",
@@ -38,7 +41,10 @@ STRUCTURAL_KEYS = (
     "MODEL.SE.STEM",
     "MODEL.SE.CONV1_WIDTH_RATIO",
     "MODEL.SE.SHORTCUT_KERNEL",
+    "MODEL.SE.STEM_WIDTHS",
 )
+# Parameter-free layout keys, set from the source layout (AVG_DOWN) or --arch (ANTI_ALIAS).
+LAYOUT_KEYS = ("MODEL.SE.AVG_DOWN", "MODEL.SE.ANTI_ALIAS")
 
 
 @dataclass(frozen=True)
@@ -60,6 +66,10 @@ class SEArchitecture:
         se_bias: whether the SE layers have biases.
         se_position: ``"standard"`` unless the SE widths prove ``"pre"`` or ``"3x3"``.
         in_channels: input channels of the stem.
+        stem_widths: the deep stem's first two conv widths; empty if both are
+            ``stem_out_channels // 2``.
+        avg_down: ResNet-D average-pooled shortcuts (from the source layout, not the shapes).
+        anti_alias: anti-aliased downsampling (has no weights: from ``--arch`` or a record).
     """
 
     depth: int
@@ -76,6 +86,9 @@ class SEArchitecture:
     se_bias: bool
     se_position: str
     in_channels: int = 3
+    stem_widths: Tuple[int, ...] = ()
+    avg_down: bool = False
+    anti_alias: bool = False
 
     def config(self) -> Dict[str, Any]:
         """The ``MODEL.RESNETS.*`` / ``MODEL.SE.*`` values of this architecture (dotted keys)."""
@@ -91,6 +104,9 @@ class SEArchitecture:
             "MODEL.SE.STAGES": list(self.se_stages),
             "MODEL.SE.BIAS": self.se_bias,
             "MODEL.SE.POSITION": self.se_position,
+            "MODEL.SE.STEM_WIDTHS": list(self.stem_widths),
+            "MODEL.SE.AVG_DOWN": self.avg_down,
+            "MODEL.SE.ANTI_ALIAS": self.anti_alias,
         }
         if self.se_reduction is not None:
             cfg["MODEL.SE.REDUCTION"] = self.se_reduction
@@ -102,6 +118,7 @@ class SEArchitecture:
         layers = self.depth
         if self.stem == "deep" and self.conv1_width_ratio != 1.0:
             kind, layers = "SENet", self.depth + 2  # SENet-154: 152 + two more stem convs
+        resnet_d = ("-D" if self.avg_down else "") + (" anti-aliased" if self.anti_alias else "")
         width = f" {self.num_groups}x{self.width_per_group}d" if self.num_groups > 1 else ""
         se = (
             f"SE r={self.se_reduction} on {','.join(self.se_stages)} ({self.se_position})"
@@ -109,10 +126,13 @@ class SEArchitecture:
             else "no SE units"
         )
         return (
-            f"{kind}-{layers}{width}: blocks {'-'.join(map(str, self.block_counts))}, "
-            f"{self.stem} stem {self.stem_out_channels} ch, "
+            f"{kind}-{layers}{resnet_d}{width}: blocks {'-'.join(map(str, self.block_counts))}, "
+            f"{self.stem} stem "
+            + "-".join(map(str, (*self.stem_widths, self.stem_out_channels)))
+            + " ch, "
             f"conv1 width x{self.conv1_width_ratio:g}, "
-            f"{self.shortcut_kernel}x{self.shortcut_kernel} projection shortcuts, {se}"
+            f"{'avg-pool + ' if self.avg_down else ''}{self.shortcut_kernel}x{self.shortcut_kernel}"
+            f" projection shortcuts, {se}"
         )
 
 
@@ -135,8 +155,7 @@ def infer_architecture(state_dict: Mapping[str, Any]) -> SEArchitecture:
 
     Raises:
         ConversionError: for weights that no ``build_se_resnet`` config can hold (block counts
-            other than those of depth 18/34 (basic) or 50/101/152 (bottleneck), tiered stems,
-            SE widths that no single reduction ratio explains ...).
+            of no ``MODEL.RESNETS.DEPTH``, SE widths that no single reduction ratio explains ...).
     """
     sd = state_dict
     # Stem.
@@ -144,15 +163,12 @@ def infer_architecture(state_dict: Mapping[str, Any]) -> SEArchitecture:
     in_channels = conv1[1]
     if "stem.conv2.weight" in sd:
         stem = "deep"
-        widths = (conv1[0], _shape(sd, "stem.conv2.weight")[0], _shape(sd, "stem.conv3.weight")[0])
-        if widths[0] != widths[2] // 2 or widths[1] != widths[2] // 2:
-            raise ConversionError(
-                f"deep stem widths {widths} are not supported: MODEL.SE.STEM 'deep' has "
-                "STEM_OUT_CHANNELS/2, STEM_OUT_CHANNELS/2, STEM_OUT_CHANNELS (e.g. 64-64-128)"
-            )
-        stem_out = widths[2]
+        w1, w2 = conv1[0], _shape(sd, "stem.conv2.weight")[0]
+        stem_out = _shape(sd, "stem.conv3.weight")[0]
+        # MODEL.SE.STEM_WIDTHS [] means STEM_OUT_CHANNELS/2 twice (64-64-128, 32-32-64)
+        stem_widths = () if w1 == w2 == stem_out // 2 else (w1, w2)
     else:
-        stem = "basic"
+        stem, stem_widths = "basic", ()
         if conv1[2:] != (7, 7):
             raise ConversionError(f"stem conv of kernel {conv1[2:]}: the basic stem is 7x7")
         stem_out = conv1[0]
@@ -221,6 +237,7 @@ def infer_architecture(state_dict: Mapping[str, Any]) -> SEArchitecture:
         se_bias=se_bias,
         se_position=position,
         in_channels=in_channels,
+        stem_widths=stem_widths,
     )
 
 
@@ -315,9 +332,10 @@ def validate_trunk_state_dict(
 def match_arch(config: Mapping[str, Any]) -> Optional[str]:
     """The name in :data:`se_detectron.modeling.archs.ARCHS` with the same weight shapes.
 
-    Only the keys that shape the weights are compared (depth, groups, widths, stem, conv1 ratio,
-    shortcut kernel): the table's ``STRIDE_IN_1X1`` / ``STEM_CEIL_POOL`` describe our own
-    pretraining, which may differ from the source's.
+    The keys that shape the weights (depth, groups, widths, stem, conv1 ratio, shortcut kernel)
+    and the parameter-free layout keys (``AVG_DOWN``, ``ANTI_ALIAS``) are compared: the table's
+    ``STRIDE_IN_1X1`` / ``STEM_CEIL_POOL`` describe our own pretraining, which may differ from
+    the source's.
 
     Args:
         config: dotted keys to values, e.g. from :meth:`SEArchitecture.config`.
@@ -326,9 +344,15 @@ def match_arch(config: Mapping[str, Any]) -> Optional[str]:
         e.g. ``"se_resnext50_32x4d"``, or None.
     """
     for name, arch in ARCHS.items():
-        if all(arch.get(k, config.get(k)) == config.get(k) for k in STRUCTURAL_KEYS):
+        keys = STRUCTURAL_KEYS + LAYOUT_KEYS
+        if all(_as_list(arch.get(k, config.get(k))) == _as_list(config.get(k)) for k in keys):
             return name
     return None
+
+
+def _as_list(value: Any) -> Any:
+    """Lists and tuples as lists (``STEM_WIDTHS`` may be either), anything else unchanged."""
+    return list(value) if isinstance(value, (list, tuple)) else value
 
 
 def _format_config(config: Mapping[str, Any]) -> str:

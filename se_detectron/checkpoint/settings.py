@@ -21,6 +21,7 @@ __all__ = [
     "IMAGENET_RGB_PIXEL_STD",
     "config_mismatches",
     "required_config",
+    "same_value",
     "source_settings",
 ]
 
@@ -99,6 +100,8 @@ def source_settings(
 _PRETRAIN_KEYS = (
     "MODEL.RESNETS.STRIDE_IN_1X1",
     "MODEL.SE.STEM_CEIL_POOL",
+    "MODEL.SE.AVG_DOWN",
+    "MODEL.SE.ANTI_ALIAS",
     "MODEL.SE.SQUEEZE",
     "MODEL.SE.GATE",
     "MODEL.SE.POSITION",
@@ -152,6 +155,8 @@ def _se_detectron_settings(container: Mapping[str, Any], notes: List[str]) -> Di
 _TRUNK_CFG_KEYS = (
     "MODEL.RESNETS.STRIDE_IN_1X1",
     "MODEL.SE.STEM_CEIL_POOL",
+    "MODEL.SE.AVG_DOWN",
+    "MODEL.SE.ANTI_ALIAS",
     "MODEL.SE.SQUEEZE",
     "MODEL.SE.GATE",
     "MODEL.SE.POSITION",
@@ -230,14 +235,15 @@ def config_mismatches(cfg, config: Mapping[str, Any]) -> List[Tuple[str, Any, An
         except KeyError:
             out.append((key, None, want))
             continue
-        if not _same(have, want):
+        if not same_value(have, want):
             out.append((key, have, want))
     return out
 
 
-def _same(a, b) -> bool:
+def same_value(a, b) -> bool:
+    """Config value equality: floats to 1e-6 relative, lists and tuples alike, bools as bools."""
     if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+        return len(a) == len(b) and all(same_value(x, y) for x, y in zip(a, b))
     if isinstance(a, bool) or isinstance(b, bool):
         return a is b or a == b and type(a) is type(b)
     if isinstance(a, (int, float)) and isinstance(b, (int, float)):

@@ -12,8 +12,8 @@ from .config_check import (
 )
 from .se_fpn import build_retinanet_se_resnet_fpn_backbone, build_se_resnet_fpn_backbone
 from .se_resnet import (
-    CeilPoolBasicStem,
     DeepStem,
+    PooledBasicStem,
     SEBasicBlock,
     SEBottleneckBlock,
     build_se_resnet,
@@ -26,7 +26,7 @@ __all__ = [
     "SE_POSITIONS",
     "SE_STAGE_NAMES",
     "SE_TRUNK_CFG_KEYS",
-    "CeilPoolBasicStem",
+    "PooledBasicStem",
     "DeepStem",
     "SEBasicBlock",
     "SEBottleneckBlock",

@@ -16,7 +16,16 @@ from typing import Any, Dict, List, Optional
 
 from ..config import config_opts, config_value
 
-__all__ = ["ARCHS", "ARCH_NAMES", "apply_arch", "arch_opts", "arch_overrides", "find_arch"]
+__all__ = [
+    "ARCHS",
+    "ARCH_NAMES",
+    "TIMM_MODEL_NAMES",
+    "apply_arch",
+    "arch_opts",
+    "arch_overrides",
+    "find_arch",
+    "resolve_arch_name",
+]
 
 
 def _trunk(
@@ -27,6 +36,7 @@ def _trunk(
     res2_out: int = 256,
     **senet154: Any,
 ) -> Dict[str, Any]:
+    """Every trunk-shaping key of one architecture; ``senet154`` holds the other changes."""
     overrides = {
         "MODEL.RESNETS.DEPTH": depth,
         "MODEL.RESNETS.NUM_GROUPS": groups,
@@ -38,6 +48,9 @@ def _trunk(
         "MODEL.SE.STEM_CEIL_POOL": False,
         "MODEL.SE.CONV1_WIDTH_RATIO": 1.0,
         "MODEL.SE.SHORTCUT_KERNEL": 1,
+        "MODEL.SE.STEM_WIDTHS": [],
+        "MODEL.SE.AVG_DOWN": False,
+        "MODEL.SE.ANTI_ALIAS": False,
     }
     overrides.update(senet154)
     return overrides
@@ -53,6 +66,7 @@ ARCHS: Dict[str, Dict[str, Any]] = {
     "se_resnet152": _trunk(152),
     "se_resnext50_32x4d": _trunk(50, groups=32, width=4, stride_in_1x1=False),
     "se_resnext101_32x4d": _trunk(101, groups=32, width=4, stride_in_1x1=False),
+    "se_resnext101_32x8d": _trunk(101, groups=32, width=8, stride_in_1x1=False),
     "se_resnext101_64x4d": _trunk(101, groups=64, width=4, stride_in_1x1=False),
     "senet154": _trunk(
         152,
@@ -69,7 +83,50 @@ ARCHS: Dict[str, Dict[str, Any]] = {
     ),
 }
 
+
+def _resnet_d(
+    depth: int, groups: int = 1, width: int = 64, tiered: bool = False, aa: bool = False
+) -> Dict[str, Any]:
+    """timm's SE-ResNet-D: deep 32-32-64 (or tiered 24-32-64) stem, average-pooled shortcuts."""
+    return _trunk(
+        depth,
+        groups=groups,
+        width=width,
+        stride_in_1x1=False,
+        **{
+            "MODEL.SE.STEM": "deep",
+            "MODEL.SE.STEM_WIDTHS": [24, 32] if tiered else [],
+            "MODEL.SE.AVG_DOWN": True,
+            "MODEL.SE.ANTI_ALIAS": aa,
+        },
+    )
+
+
+ARCHS.update(
+    {
+        "se_resnet50t": _resnet_d(50, tiered=True),
+        "se_resnetaa50d": _resnet_d(50, aa=True),
+        "se_resnet152d": _resnet_d(152),
+        "se_resnet200d": _resnet_d(200),
+        "se_resnet269d": _resnet_d(269),
+        "se_resnext26d_32x4d": _resnet_d(26, groups=32, width=4),
+        "se_resnext26t_32x4d": _resnet_d(26, groups=32, width=4, tiered=True),
+        "se_resnext101d_32x8d": _resnet_d(101, groups=32, width=8),
+        "se_resnextaa101d_32x8d": _resnet_d(101, groups=32, width=8, aa=True),
+    }
+)
+
 ARCH_NAMES = tuple(ARCHS)
+BASIC_ARCHS = ("se_resnet18", "se_resnet34")
+
+#: Architecture name -> the timm model (``timm.create_model`` name) with the same layers and
+#: parameter count. Their weights convert with ``tools/convert_pretrained.py``, which also accepts
+#: these names for ``--arch``. ``se_resnet18/34`` are not listed: timm's round their SE widths up to
+#: multiples of 8 (see docs/weights.md).
+TIMM_MODEL_NAMES: Dict[str, str] = {
+    name: name.replace("se_", "se", 1) for name in ARCH_NAMES if name not in BASIC_ARCHS
+}
+TIMM_MODEL_NAMES["senet154"] = "senet154"
 
 
 def arch_overrides(name: str) -> Dict[str, Any]:
@@ -126,3 +183,23 @@ def find_arch(cfg) -> Optional[str]:
         if all(config_value(cfg, key) == value for key, value in overrides.items()):
             return name
     return None
+
+
+def resolve_arch_name(name: str) -> str:
+    """An architecture of :data:`ARCHS` from its own name or its timm name.
+
+    Args:
+        name: e.g. ``"se_resnextaa101d_32x8d"`` or timm's ``"seresnextaa101d_32x8d"``.
+
+    Raises:
+        KeyError: naming the unknown name and the known ones.
+    """
+    if name in ARCHS:
+        return name
+    by_timm = {timm_name: arch for arch, timm_name in TIMM_MODEL_NAMES.items()}
+    if name in by_timm:
+        return by_timm[name]
+    raise KeyError(
+        f"unknown SE architecture {name!r}; known: {', '.join(ARCH_NAMES)} (or their timm names "
+        f"{', '.join(TIMM_MODEL_NAMES.values())})"
+    )

@@ -18,6 +18,7 @@ from ..layers.se import SE_GATES, SE_SQUEEZES
 __all__ = [
     "BASIC_DEPTHS",
     "BASIC_SE_POSITIONS",
+    "NUM_BLOCKS_PER_STAGE",
     "SE_DEPTHS",
     "SE_POSITIONS",
     "SE_STAGE_NAMES",
@@ -34,8 +35,22 @@ SE_POSITIONS = ("standard", "pre", "post", "identity", "3x3")
 BASIC_SE_POSITIONS = ("standard", "pre", "post", "identity")
 SE_STAGE_NAMES = ("res2", "res3", "res4", "res5")
 SE_STEMS = ("basic", "deep")
-SE_DEPTHS = (18, 34, 50, 101, 152)
 BASIC_DEPTHS = (18, 34)
+
+#: Blocks per stage of each ``MODEL.RESNETS.DEPTH``: 18/34 are basic (two-conv) blocks and
+#: 50/101/152 bottleneck blocks (ResNet paper Table 1, as Detectron2); 26, 200 and 269 are the
+#: deeper/shallower bottleneck ResNets of timm's ``seresnext26d``/``seresnet200d``/``269d``.
+NUM_BLOCKS_PER_STAGE = {
+    18: [2, 2, 2, 2],
+    34: [3, 4, 6, 3],
+    26: [2, 2, 2, 2],
+    50: [3, 4, 6, 3],
+    101: [3, 4, 23, 3],
+    152: [3, 8, 36, 3],
+    200: [3, 24, 36, 3],
+    269: [3, 30, 48, 8],
+}
+SE_DEPTHS = tuple(NUM_BLOCKS_PER_STAGE)
 
 #: Option of the SE trunk (keyword argument of ``make_se_resnet``) -> the yacs key it comes from.
 SE_TRUNK_CFG_KEYS: Dict[str, str] = {
@@ -59,6 +74,9 @@ SE_TRUNK_CFG_KEYS: Dict[str, str] = {
     "stem_ceil_pool": "MODEL.SE.STEM_CEIL_POOL",
     "conv1_width_ratio": "MODEL.SE.CONV1_WIDTH_RATIO",
     "shortcut_kernel": "MODEL.SE.SHORTCUT_KERNEL",
+    "stem_widths": "MODEL.SE.STEM_WIDTHS",
+    "avg_down": "MODEL.SE.AVG_DOWN",
+    "anti_alias": "MODEL.SE.ANTI_ALIAS",
 }
 
 
@@ -143,7 +161,7 @@ def check_se_options(options: Mapping[str, Any], names: Optional[Mapping[str, st
         raise _bad(
             key("depth"),
             o["depth"],
-            f"one of {SE_DEPTHS} (18/34: basic blocks, 50/101/152: bottleneck blocks)",
+            f"one of {SE_DEPTHS} (18/34: basic blocks, the others bottleneck blocks)",
         )
     for option in ("stem_out_channels", "res2_out_channels"):
         if not _is_int(o[option]) or o[option] < 1:
@@ -158,7 +176,7 @@ def check_se_options(options: Mapping[str, Any], names: Optional[Mapping[str, st
             f"{key('num_groups')} and {key('width_per_group')} must be positive integers, got "
             f"{groups!r} and {width!r}"
         )
-    for option in ("stride_in_1x1", "se_bias", "stem_ceil_pool"):
+    for option in ("stride_in_1x1", "se_bias", "stem_ceil_pool", "avg_down", "anti_alias"):
         if not isinstance(o[option], bool):
             raise _bad(key(option), o[option], "True or False")
     out = o["out_features"]
@@ -186,6 +204,7 @@ def check_se_options(options: Mapping[str, Any], names: Optional[Mapping[str, st
         )
     if o["shortcut_kernel"] not in (1, 3) or not _is_int(o["shortcut_kernel"]):
         raise _bad(key("shortcut_kernel"), o["shortcut_kernel"], "1 or 3")
+    _check_resnet_d_options(o, key)
     ratio = o["conv1_width_ratio"]
     if not (isinstance(ratio, (int, float)) and not isinstance(ratio, bool) and 0 < ratio <= 4):
         raise _bad(
@@ -208,6 +227,52 @@ def check_se_options(options: Mapping[str, Any], names: Optional[Mapping[str, st
             )
 
 
+def _check_resnet_d_options(o, key):
+    """Deep-stem widths, average-pooled shortcuts and anti-aliasing (timm's ResNet-D SE models)."""
+    widths = o["stem_widths"]
+    if not (
+        isinstance(widths, Sequence)
+        and not isinstance(widths, str)
+        and len(widths) in (0, 2)
+        and all(_is_int(w) and w > 0 for w in widths)
+    ):
+        raise _bad(
+            key("stem_widths"),
+            widths,
+            "[] (STEM_OUT_CHANNELS / 2 twice) or two positive integers, e.g. [24, 32]",
+        )
+    if len(widths) and o["stem"] != "deep":
+        raise _bad(key("stem_widths"), list(widths), f"[] with {key('stem')}={o['stem']!r}")
+    resnet_d = [k for k in ("avg_down", "anti_alias") if o[k]]
+    if resnet_d and tuple(o["se_stages"]) != SE_STAGE_NAMES:
+        raise _bad(
+            key("se_stages"),
+            list(o["se_stages"]),
+            f"all of {list(SE_STAGE_NAMES)} with {key(resnet_d[0])}=True (Detectron2's plain "
+            "blocks have no average-pooled shortcut or anti-aliasing)",
+        )
+    if o["avg_down"] and o["shortcut_kernel"] != 1:
+        raise _bad(
+            key("shortcut_kernel"),
+            o["shortcut_kernel"],
+            f"1 with {key('avg_down')}=True (the average-pooled shortcut projects with a 1x1 conv)",
+        )
+    if o["anti_alias"]:
+        if o["stride_in_1x1"]:
+            raise _bad(
+                key("stride_in_1x1"),
+                True,
+                f"False with {key('anti_alias')}=True (the 3x3 conv is the one followed by the "
+                "anti-aliasing pool)",
+            )
+        if o["stem_ceil_pool"]:
+            raise _bad(
+                key("stem_ceil_pool"),
+                True,
+                f"False with {key('anti_alias')}=True (the stem average-pools instead)",
+            )
+
+
 def _check_basic_block_options(o, key):
     """The options a basic-block trunk (depth 18/34) cannot honour, as Detectron2's R18/R34."""
     depth = f"with {key('depth')}={o['depth']} (basic blocks)"
@@ -223,6 +288,9 @@ def _check_basic_block_options(o, key):
         raise _bad(key("conv1_width_ratio"), o["conv1_width_ratio"], f"1.0 {depth}")
     if o["shortcut_kernel"] != 1:
         raise _bad(key("shortcut_kernel"), o["shortcut_kernel"], f"1 {depth}")
+    for option in ("avg_down", "anti_alias"):
+        if o[option]:
+            raise _bad(key(option), True, f"False {depth}")
 
 
 def _se_channels(o, stage_idx):

@@ -1,28 +1,22 @@
-"""SE-ResNet / SE-ResNeXt / SENet-154 trunks built from Detectron2's own ResNet.
+"""SE-ResNet / SE-ResNeXt / SENet-154 / SE-ResNet-D trunks built from Detectron2's own ResNet.
 
-Only what Squeeze-and-Excitation needs is added here: :class:`SEBottleneckBlock` (Detectron2's
-``BottleneckBlock`` plus an SE unit at one of the paper's integration positions),
-:class:`SEBasicBlock` (the same for Detectron2's two-conv ``BasicBlock`` of ResNet-18/34) and
-:class:`DeepStem` (SENet-154's three-conv stem). Stages are made with ``ResNet.make_stage`` and
-assembled by Detectron2's ``ResNet``, so module names, ``freeze_at``, ``out_features`` and
-``output_shape()`` behave exactly like ``build_resnet_backbone``. :func:`make_se_resnet` is the
-keyword-argument (LazyConfig) constructor, :func:`build_se_resnet` the yacs one; both assemble the
-trunk with the same code.
+Only what Squeeze-and-Excitation needs is added to Detectron2: the SE blocks
+(:mod:`.se_blocks`) and the stems Detectron2 lacks (:mod:`.stems`). Stages are made with
+``ResNet.make_stage`` and assembled by Detectron2's ``ResNet``, so module names, ``freeze_at``,
+``out_features`` and ``output_shape()`` behave exactly like ``build_resnet_backbone``.
+:func:`make_se_resnet` is the keyword-argument (LazyConfig) constructor, :func:`build_se_resnet`
+the yacs one; both assemble the trunk with the same code.
 """
 
 from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
-import torch
-from detectron2.layers import CNNBlockBase, Conv2d, ShapeSpec, get_norm
+from detectron2.layers import CNNBlockBase, ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY
 from detectron2.modeling.backbone.resnet import BasicBlock, BasicStem, BottleneckBlock, ResNet
-from fvcore.nn import weight_init
-from torch.nn import functional as F
 
-from ..layers import SqueezeExcitation
 from .config_check import (
     BASIC_DEPTHS,
-    BASIC_SE_POSITIONS,
+    NUM_BLOCKS_PER_STAGE,
     SE_POSITIONS,
     SE_STAGE_NAMES,
     SEConfigError,
@@ -30,265 +24,20 @@ from .config_check import (
     check_se_options,
     se_trunk_options,
 )
+from .se_blocks import SEBasicBlock, SEBottleneckBlock
+from .stems import DeepStem, PooledBasicStem
 
 __all__ = [
+    "NUM_BLOCKS_PER_STAGE",
     "SE_POSITIONS",
     "DeepStem",
+    "PooledBasicStem",
     "SEBasicBlock",
     "SEBottleneckBlock",
     "build_se_resnet",
     "build_se_resnet_backbone",
     "make_se_resnet",
 ]
-
-
-# Blocks per stage (ResNet paper Table 1): depths 18/34 are made of two-conv basic blocks, the
-# others of bottleneck blocks.
-NUM_BLOCKS_PER_STAGE = {
-    18: [2, 2, 2, 2],
-    34: [3, 4, 6, 3],
-    50: [3, 4, 6, 3],
-    101: [3, 4, 23, 3],
-    152: [3, 8, 36, 3],
-}
-
-
-class _SEResidualJoin:
-    """The end of an SE residual block, shared by :class:`SEBottleneckBlock` and
-    :class:`SEBasicBlock` (a method, so that TorchScript scripting compiles it with the block)."""
-
-    def _join_branches(self, branch: torch.Tensor, shortcut: torch.Tensor) -> torch.Tensor:
-        """Addition with the SE unit at ``self.se_position``, then ReLU.
-
-        ``standard`` scales the residual branch before the addition, ``identity`` the shortcut,
-        ``post`` the sum after the ReLU (paper Fig. 5); ``pre`` / ``3x3`` were applied earlier.
-        The block owns ``branch`` (its last conv's output), so it may be overwritten;
-        ``shortcut`` may be the block input and never is.
-        """
-        position = self.se_position
-        if position == "standard":
-            out = self.se.scale_add(branch, shortcut, inplace=True)
-        elif position == "identity":
-            out = self.se.scale_add(shortcut, branch)
-        else:
-            out = branch + shortcut
-        out = F.relu_(out)
-        if position == "post":
-            out = self.se(out, inplace=True)
-        return out
-
-
-class SEBottleneckBlock(BottleneckBlock, _SEResidualJoin):
-    """Detectron2's bottleneck block with a Squeeze-and-Excitation unit (paper Fig. 3, Fig. 5).
-
-    All of ``BottleneckBlock``'s arguments keep their meaning; the ``se_*`` arguments configure
-    the SE unit and the two SENet-154 options change the block's shape.
-
-    Args:
-        in_channels: input channels.
-        out_channels: output channels.
-        bottleneck_channels: channels of the 3x3 conv.
-        stride: stride of the block.
-        num_groups: groups of the 3x3 conv (cardinality, for SE-ResNeXt).
-        norm: normalization of every conv, see ``detectron2.layers.get_norm``.
-        stride_in_1x1: put the stride in the first 1x1 conv (as the paper and MSRA ResNet) rather
-            than in the 3x3 conv.
-        dilation: dilation of the 3x3 conv.
-        se_reduction: reduction ratio r.
-        se_squeeze: ``"avg"`` or ``"max"``.
-        se_gate: ``"sigmoid"``, ``"tanh"`` or ``"relu"``.
-        se_bias: biases in the excitation FC layers.
-        se_position: one of :data:`SE_POSITIONS` (see ``MODEL.SE.POSITION`` in config.py).
-        conv1_channels: output channels of the first 1x1 conv; None means ``bottleneck_channels``.
-            SENet-154 uses half of it.
-        shortcut_kernel_size: kernel of the projection shortcut conv (1, or 3 in SENet-154).
-    """
-
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        *,
-        bottleneck_channels: int,
-        stride: int = 1,
-        num_groups: int = 1,
-        norm="BN",
-        stride_in_1x1: bool = False,
-        dilation: int = 1,
-        se_reduction: int = 16,
-        se_squeeze: str = "avg",
-        se_gate: str = "sigmoid",
-        se_bias: bool = True,
-        se_position: str = "standard",
-        conv1_channels: Optional[int] = None,
-        shortcut_kernel_size: int = 1,
-    ):
-        super().__init__(
-            in_channels,
-            out_channels,
-            bottleneck_channels=bottleneck_channels,
-            stride=stride,
-            num_groups=num_groups,
-            norm=norm,
-            stride_in_1x1=stride_in_1x1,
-            dilation=dilation,
-        )
-        if se_position not in SE_POSITIONS:
-            raise ValueError(f"SE position must be one of {SE_POSITIONS}, got {se_position!r}")
-        if conv1_channels is not None and conv1_channels != bottleneck_channels:
-            stride_1x1, stride_3x3 = (stride, 1) if stride_in_1x1 else (1, stride)
-            self.conv1 = Conv2d(
-                in_channels,
-                conv1_channels,
-                kernel_size=1,
-                stride=stride_1x1,
-                bias=False,
-                norm=get_norm(norm, conv1_channels),
-            )
-            self.conv2 = Conv2d(
-                conv1_channels,
-                bottleneck_channels,
-                kernel_size=3,
-                stride=stride_3x3,
-                padding=dilation,
-                bias=False,
-                groups=num_groups,
-                dilation=dilation,
-                norm=get_norm(norm, bottleneck_channels),
-            )
-            weight_init.c2_msra_fill(self.conv1)
-            weight_init.c2_msra_fill(self.conv2)
-        if shortcut_kernel_size != 1 and self.shortcut is not None:
-            self.shortcut = Conv2d(
-                in_channels,
-                out_channels,
-                kernel_size=shortcut_kernel_size,
-                stride=stride,
-                padding=shortcut_kernel_size // 2,
-                bias=False,
-                norm=get_norm(norm, out_channels),
-            )
-            weight_init.c2_msra_fill(self.shortcut)
-
-        se_channels = {"pre": in_channels, "3x3": bottleneck_channels}.get(
-            se_position, out_channels
-        )
-        self.se_position = se_position
-        self.se = SqueezeExcitation(
-            se_channels, reduction=se_reduction, squeeze=se_squeeze, gate=se_gate, bias=se_bias
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        position = self.se_position
-        shortcut = x if self.shortcut is None else self.shortcut(x)
-
-        # The block owns the outputs of its convolutions, so the SE layer may overwrite them
-        # (inplace=True; it does so only when autograd does not need them), never x or shortcut.
-        out = self.se(x) if position == "pre" else x
-        out = F.relu_(self.conv1(out))
-        out = F.relu_(self.conv2(out))
-        if position == "3x3":
-            out = self.se(out, inplace=True)
-        return self._join_branches(self.conv3(out), shortcut)
-
-
-class SEBasicBlock(BasicBlock, _SEResidualJoin):
-    """Detectron2's two-conv basic block (ResNet-18/34) with a Squeeze-and-Excitation unit.
-
-    The SE unit recalibrates the residual branch before the addition (the paper's standard
-    position, as timm's ``seresnet18/34``), or sits at the ``pre``, ``post`` or ``identity``
-    position of Fig. 5. Parameter names are ``BasicBlock``'s plus ``se.fc1`` / ``se.fc2``.
-
-    Args:
-        in_channels: input channels.
-        out_channels: output channels (of both 3x3 convs).
-        stride: stride of the first 3x3 conv and of the projection shortcut.
-        norm: normalization of every conv, see ``detectron2.layers.get_norm``.
-        se_reduction: reduction ratio r.
-        se_squeeze: ``"avg"`` or ``"max"``.
-        se_gate: ``"sigmoid"``, ``"tanh"`` or ``"relu"``.
-        se_bias: biases in the excitation FC layers.
-        se_position: ``"standard"``, ``"pre"``, ``"post"`` or ``"identity"`` (a basic block has
-            no 3x3-between-1x1s position).
-    """
-
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        *,
-        stride: int = 1,
-        norm="BN",
-        se_reduction: int = 16,
-        se_squeeze: str = "avg",
-        se_gate: str = "sigmoid",
-        se_bias: bool = True,
-        se_position: str = "standard",
-    ):
-        super().__init__(in_channels, out_channels, stride=stride, norm=norm)
-        if se_position not in BASIC_SE_POSITIONS:
-            raise ValueError(
-                f"SE position of a basic block must be one of {BASIC_SE_POSITIONS}, "
-                f"got {se_position!r}"
-            )
-        self.se_position = se_position
-        se_channels = in_channels if se_position == "pre" else out_channels
-        self.se = SqueezeExcitation(
-            se_channels, reduction=se_reduction, squeeze=se_squeeze, gate=se_gate, bias=se_bias
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        position = self.se_position
-        shortcut = x if self.shortcut is None else self.shortcut(x)
-        out = self.se(x) if position == "pre" else x
-        out = F.relu_(self.conv1(out))
-        return self._join_branches(self.conv2(out), shortcut)
-
-
-class DeepStem(CNNBlockBase):
-    """SENet-154's stem: three 3x3 convs replace the 7x7 conv (paper appendix), then max-pool.
-
-    Args:
-        in_channels: input channels.
-        out_channels: channels of the last conv; the first two have ``out_channels // 2``
-            (64-64-128 in SENet-154).
-        norm: normalization after each conv.
-        ceil_pool: max-pool with ``ceil_mode=True`` and no padding, as the released model;
-            False pools with padding 1 like ``BasicStem``.
-    """
-
-    def __init__(self, in_channels=3, out_channels=128, norm="BN", ceil_pool=True):
-        super().__init__(in_channels, out_channels, 4)
-        mid = out_channels // 2
-        self.ceil_pool = ceil_pool
-        self.conv1 = Conv2d(
-            in_channels, mid, 3, stride=2, padding=1, bias=False, norm=get_norm(norm, mid)
-        )
-        self.conv2 = Conv2d(mid, mid, 3, padding=1, bias=False, norm=get_norm(norm, mid))
-        self.conv3 = Conv2d(
-            mid, out_channels, 3, padding=1, bias=False, norm=get_norm(norm, out_channels)
-        )
-        for layer in (self.conv1, self.conv2, self.conv3):
-            weight_init.c2_msra_fill(layer)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.relu_(self.conv1(x))
-        x = F.relu_(self.conv2(x))
-        x = F.relu_(self.conv3(x))
-        return _stem_pool(x, self.ceil_pool)
-
-
-class CeilPoolBasicStem(BasicStem):
-    """Detectron2's BasicStem with the released SENet models' max-pool (ceil mode, no padding)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _stem_pool(F.relu_(self.conv1(x)), True)
-
-
-def _stem_pool(x: torch.Tensor, ceil_pool: bool) -> torch.Tensor:
-    if ceil_pool:
-        return F.max_pool2d(x, kernel_size=3, stride=2, padding=0, ceil_mode=True)
-    return F.max_pool2d(x, kernel_size=3, stride=2, padding=1)
 
 
 def se_block_kwargs(cfg, stage: str, bottleneck_channels: int, dilation: int = 1) -> Dict[str, Any]:
@@ -347,6 +96,8 @@ def _stage_block_kwargs(
             block_class=SEBottleneckBlock,
             conv1_channels=int(round(bottleneck_channels * o["conv1_width_ratio"])),
             shortcut_kernel_size=o["shortcut_kernel"] if stage != "res2" else 1,
+            avg_down=o["avg_down"],
+            anti_alias=o["anti_alias"],
             **se_kwargs,
         )
     return kwargs
@@ -374,10 +125,13 @@ def make_se_resnet(
     stem_ceil_pool: bool = False,
     conv1_width_ratio: float = 1.0,
     shortcut_kernel: int = 1,
+    stem_widths: Sequence[int] = (),
+    avg_down: bool = False,
+    anti_alias: bool = False,
     in_channels: int = 3,
     num_classes: Optional[int] = None,
 ) -> ResNet:
-    """An SE-ResNet / SE-ResNeXt / SENet-154 trunk from keyword arguments (LazyConfig-friendly).
+    """An SE-ResNet / SE-ResNeXt / SENet-154 / SE-ResNet-D trunk from keyword arguments.
 
     The keyword form of :func:`build_se_resnet` (which calls this same assembly with the
     options read from a yacs config; ``config_check.SE_TRUNK_CFG_KEYS`` gives the key of each
@@ -391,7 +145,8 @@ def make_se_resnet(
         )
 
     Args:
-        depth: 18, 34 (basic blocks), 50, 101 or 152 (bottleneck blocks).
+        depth: 18, 34 (basic blocks), 26, 50, 101, 152, 200 or 269 (bottleneck blocks; see
+            :data:`NUM_BLOCKS_PER_STAGE`).
         num_groups: groups of the 3x3 convs (32 for SE-ResNeXt 32x4d).
         width_per_group: 3x3 conv width per group in res2 (4 for SE-ResNeXt 32x4d).
         stride_in_1x1: stride in the first 1x1 conv (SE-ResNet, MSRA) or in the 3x3 conv.
@@ -414,6 +169,12 @@ def make_se_resnet(
         conv1_width_ratio: width of each bottleneck's first 1x1 conv relative to its 3x3 conv
             (0.5 in SENet-154).
         shortcut_kernel: kernel of the strided projection shortcuts of res3-res5 (1 or 3).
+        stem_widths: widths of the deep stem's first two convs; empty: ``stem_out_channels //
+            2`` both. timm's tiered stem (``seresnext26t_32x4d``) is ``(24, 32)``.
+        avg_down: ResNet-D average-pooled projection shortcuts (timm's ``avg_down``).
+        anti_alias: anti-aliased downsampling (timm's ``aa_layer=nn.AvgPool2d``): strided 3x3
+            convs run at stride 1 followed by 2x2 average pooling, and the stem average-pools
+            instead of max-pooling. Needs ``stride_in_1x1=False``.
         in_channels: image channels.
         num_classes: if given, a classifier head named ``linear`` (ImageNet pretraining); the
             output is then ``linear`` and ``out_features`` / ``freeze_at`` are not used.
@@ -447,6 +208,9 @@ def make_se_resnet(
         "stem_ceil_pool": stem_ceil_pool,
         "conv1_width_ratio": conv1_width_ratio,
         "shortcut_kernel": shortcut_kernel,
+        "stem_widths": stem_widths,
+        "avg_down": avg_down,
+        "anti_alias": anti_alias,
     }
     check_se_options(options)
     if not isinstance(in_channels, int) or in_channels < 1:
@@ -480,11 +244,14 @@ def _assemble_se_resnet(
     """Stem + stages of checked trunk ``options`` (:func:`make_se_resnet`'s arguments)."""
     o = options
     norm, stem_out_channels = o["norm"], o["stem_out_channels"]
+    pool = "avg" if o["anti_alias"] else "max_ceil" if o["stem_ceil_pool"] else "max"
     if o["stem"] == "deep":
-        stem = DeepStem(in_channels, stem_out_channels, norm, ceil_pool=o["stem_ceil_pool"])
+        widths = list(o["stem_widths"]) or None
+        stem = DeepStem(in_channels, stem_out_channels, norm, pool=pool, widths=widths)
+    elif pool == "max":
+        stem = BasicStem(in_channels, stem_out_channels, norm)
     else:
-        stem_class = CeilPoolBasicStem if o["stem_ceil_pool"] else BasicStem
-        stem = stem_class(in_channels, stem_out_channels, norm)
+        stem = PooledBasicStem(in_channels, stem_out_channels, norm, pool=pool)
 
     in_channels = stem_out_channels
     out_channels = o["res2_out_channels"]
