@@ -129,6 +129,48 @@ TIMM_CASES = [
             "MODEL.SE.SHORTCUT_KERNEL": 3,
         },
     ),
+    # Cadene's SE-ResNeXt-26 (2-2-2-2 bottleneck blocks: MODEL.RESNETS.DEPTH 26)
+    (
+        "legacy_seresnext26_32x4d",
+        {},
+        "cadene",
+        False,
+        True,
+        {"MODEL.RESNETS.DEPTH": 26, "MODEL.SE.AVG_DOWN": False},
+    ),
+    # timm's ResNet-D SE models: 32-32-64 deep stem (tiered: 24-32-64), avg-pool shortcuts
+    (
+        "seresnext26d_32x4d",
+        {},
+        "timm",
+        False,
+        False,
+        {
+            "MODEL.RESNETS.DEPTH": 26,
+            "MODEL.RESNETS.STEM_OUT_CHANNELS": 64,
+            "MODEL.SE.STEM": "deep",
+            "MODEL.SE.STEM_WIDTHS": [],
+            "MODEL.SE.AVG_DOWN": True,
+            "MODEL.SE.ANTI_ALIAS": False,
+        },
+    ),
+    (
+        "seresnext26t_32x4d",
+        {},
+        "timm",
+        False,
+        False,
+        {"MODEL.SE.STEM_WIDTHS": [24, 32], "MODEL.SE.AVG_DOWN": True},
+    ),
+    # seresnet152d shortened to 3-4-6-3 blocks (test_full_depth_resnet_d converts the real one)
+    (
+        "seresnet152d",
+        {"layers": (3, 4, 6, 3)},
+        "timm",
+        False,
+        False,
+        {"MODEL.RESNETS.DEPTH": 50, "MODEL.SE.STEM": "deep", "MODEL.SE.AVG_DOWN": True},
+    ),
     # timm's resnet.py SENet-154 (deep stem, padded pooling), shortened to 3-4-6-3 blocks to
     # keep the test fast: every SENet-154 specific layer is still there.
     (
@@ -170,6 +212,80 @@ def test_timm_equivalence(name, kwargs, source, stride_in_1x1, ceil_pool, expect
     _assert_close(*_features(trunk, model, x))
 
 
+def test_full_depth_resnet_d():
+    """timm's seresnet152d itself: named se_resnet152d, loads strictly, same features."""
+    model = _timm_model("seresnet152d")
+    result = convert_state_dict(model.state_dict())
+    assert result.arch_name == "se_resnet152d"
+    assert result.arch.describe().startswith("SE-ResNet-152-D: blocks 3-8-36-3, deep stem 64 ch")
+    trunk = _trunk(result.config)
+    trunk.load_state_dict(result.state_dict, strict=True)
+    # float64: 36 res4 blocks with random BN statistics grow activations to ~1e6, where float32
+    # rounding alone moves res4 by tens of percent (float64 agrees to ~1e-8)
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    _assert_close(*_features(trunk.double(), model.double(), x), rel=1e-6)
+
+
+def test_anti_aliased_weights_need_arch():
+    """Anti-aliasing has no weights: --arch (or a hub config.json) says the model has it."""
+    model = _timm_model("seresnetaa50d")
+    x = torch.randn(1, 3, 64, 96, generator=torch.Generator().manual_seed(1))  # multiples of 32
+
+    guessed = convert_state_dict(model.state_dict())
+    assert guessed.config["MODEL.SE.ANTI_ALIAS"] is False
+    assert any("--arch" in note for note in guessed.notes)
+    trunk = _trunk(guessed.config)
+    trunk.load_state_dict(guessed.state_dict)
+    outs, refs = _features(trunk, model, x)
+    assert (outs[0] - refs[0]).abs().max() > 1e-2 * refs[0].abs().max()  # not the same network
+
+    for name in ("seresnetaa50d", "se_resnetaa50d"):  # timm's name or ours
+        result = convert_state_dict(model.state_dict(), arch=name)
+        assert result.config["MODEL.SE.ANTI_ALIAS"] is True
+        assert result.arch_name == "se_resnetaa50d"
+        trunk = _trunk(result.config)
+        trunk.load_state_dict(result.state_dict, strict=True)
+        _assert_close(*_features(trunk, model, x))
+
+
+def test_arch_must_agree_with_the_weights():
+    weights = _timm_model("seresnext26t_32x4d").state_dict()
+    with pytest.raises(ConversionError, match=r"--arch seresnet152d: .*DEPTH=152 but the weights"):
+        convert_state_dict(weights, arch="seresnet152d")
+    with pytest.raises(ConversionError, match=r"STEM_WIDTHS=\[\] but the weights have \[24, 32\]"):
+        convert_state_dict(weights, arch="seresnext26d_32x4d")
+    with pytest.raises(ConversionError, match="--arch: unknown SE architecture 'resnet50'"):
+        convert_state_dict(weights, arch="resnet50")
+
+
+def test_hub_config_json_names_the_architecture(tmp_path, capsys):
+    """timm files from the Hugging Face hub come with a config.json holding "architecture"."""
+    import json
+
+    model = _timm_model("seresnetaa50d")
+    torch.save(model.state_dict(), tmp_path / "pytorch_model.bin")
+    (tmp_path / "config.json").write_text(json.dumps({"architecture": "seresnetaa50d"}))
+    result = convert_checkpoint(str(tmp_path / "pytorch_model.bin"), str(tmp_path / "out.pkl"))
+    assert result.config["MODEL.SE.ANTI_ALIAS"] is True
+    assert "read from" in result.notes[0] and "seresnetaa50d" in result.notes[0]
+    assert read_converted(str(tmp_path / "out.pkl"))["se_detectron_config"]["MODEL.SE.ANTI_ALIAS"]
+
+    (tmp_path / "config.json").write_text(json.dumps({"architecture": "resnet50"}))
+    result = convert_checkpoint(str(tmp_path / "pytorch_model.bin"), str(tmp_path / "out.pkl"))
+    assert result.config["MODEL.SE.ANTI_ALIAS"] is False
+    assert "'resnet50'" in result.notes[0] and "ignored" in result.notes[0]
+
+    # the command line: --arch wins over config.json; a wrong one is a one-line error
+    argv = [str(tmp_path / "pytorch_model.bin"), str(tmp_path / "cli.pkl")]
+    assert convert_pretrained.main([*argv, "--arch", "seresnetaa50d"]) == 0
+    out = capsys.readouterr().out
+    assert "architecture   : se_resnetaa50d: SE-ResNet-50-D anti-aliased" in out
+    assert "MODEL.SE.ANTI_ALIAS: True" in out
+    assert convert_pretrained.main([*argv, "--arch", "seresnext26d_32x4d"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: --arch seresnext26d_32x4d: the architecture has MODEL.RESNETS.")
+
+
 def test_settings_matter_for_cadene_layout():
     """The stride placement and stem pooling inferred for Cadene weights are not no-ops."""
     model = _timm_model("legacy_seresnet50")
@@ -198,15 +314,17 @@ def test_imagenet_constants_match_timm():
 @pytest.mark.parametrize(
     "name, message",
     [
-        ("legacy_seresnext26_32x4d", "2-2-2-2"),
+        ("seresnextaa201d_32x8d", "3-24-36-4"),
         # timm's seresnet18/34 round the SE widths of res2 up to 8 (64 / 16 = 4 -> 8).
         ("seresnet18", "no single MODEL.SE.REDUCTION"),
         ("legacy_seresnet18", "ReLU before the SE unit"),
-        ("seresnext26d_32x4d", "average-pool"),
+        # ECA attention (a 1D conv across channels) is not an SE unit
+        ("ecaresnet26t", r"no counterpart in the SE trunk: layer1\.0\.se\.conv\.weight"),
     ],
 )
 def test_unsupported_architectures(name, message):
-    model = timm.create_model(name, pretrained=False)
+    with torch.device("meta"):  # names and shapes are enough
+        model = timm.create_model(name, pretrained=False)
     with pytest.raises(ConversionError, match=message):
         convert_state_dict(model.state_dict())
 

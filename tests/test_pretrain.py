@@ -264,8 +264,12 @@ def test_digits_writer(tmp_path):
 def test_arch_table():
     assert set(ARCH_NAMES) == {
         "se_resnet18", "se_resnet34", "se_resnet50", "se_resnet101", "se_resnet152",
-        "se_resnext50_32x4d",
-        "se_resnext101_32x4d", "se_resnext101_64x4d", "senet154",
+        "se_resnext50_32x4d", "se_resnext101_32x4d", "se_resnext101_32x8d",
+        "se_resnext101_64x4d", "senet154",
+        # timm's SE-ResNet-D models
+        "se_resnet50t", "se_resnetaa50d", "se_resnet152d", "se_resnet200d", "se_resnet269d",
+        "se_resnext26d_32x4d", "se_resnext26t_32x4d", "se_resnext101d_32x8d",
+        "se_resnextaa101d_32x8d",
     }  # fmt: skip
     for name in ARCH_NAMES:
         cfg = apply_arch(get_se_cfg(), name)
@@ -285,6 +289,28 @@ def test_arch_table():
     assert find_arch(cfg) == "se_resnet50"
     with pytest.raises(KeyError, match="se_resnet50"):
         arch_overrides("resnet50")
+
+
+def test_resnet_d_pretraining_converts_with_its_layout(image_root, tmp_path):
+    """An anti-aliased ResNet-D pretraining run: the converter reads AVG_DOWN / ANTI_ALIAS (which
+    have no weights) from the checkpoint, and the weights load into the detector's trunk."""
+    from detectron2.layers import ShapeSpec
+
+    from se_detectron.checkpoint import convert_checkpoint
+    from se_detectron.config import config_opts
+    from se_detectron.modeling import build_se_resnet
+
+    out = tmp_path / "aa"
+    run(image_root, out, "--epochs", "1", "--arch", "se_resnetaa50d", small=False)
+    result = convert_checkpoint(str(out / "checkpoint.pth"), str(tmp_path / "aa.pkl"))
+    assert result.arch_name == "se_resnetaa50d"
+    assert result.config["MODEL.SE.ANTI_ALIAS"] is True and result.config["MODEL.SE.AVG_DOWN"]
+    cfg = get_se_cfg()
+    cfg.merge_from_list(config_opts(result.config))
+    cfg.MODEL.RESNETS.OUT_FEATURES = ["res5"]
+    trunk = build_se_resnet(cfg, ShapeSpec(channels=3))
+    trunk.load_state_dict({k: torch.as_tensor(v) for k, v in result.state_dict.items()})
+    assert trunk.res3[0].aa_stride == 2 and trunk.res3[0].avg_down_stride == 2
 
 
 def test_help_documents_the_demo():
