@@ -59,6 +59,9 @@ def test_anti_aliased_block_pools_after_the_stride_1_3x3():
     torch.testing.assert_close(got, want)
     # a stride-1 block has nothing to anti-alias
     assert _block(anti_alias=True, stride=1).aa_stride == 1
+    # odd sizes: the ceil-mode pool keeps the branch as large as the shortcut
+    with torch.no_grad():
+        assert block(torch.randn(1, 32, 9, 11)).shape == (1, 64, 5, 6)
 
 
 def test_block_option_errors():
@@ -76,7 +79,7 @@ def test_deep_stem_widths(widths, names):
     assert stem(torch.randn(1, 3, 32, 32)).shape == (1, 64, 8, 8)
 
 
-@pytest.mark.parametrize("pool, hw", [("max", 10), ("max_ceil", 9), ("avg", 9)])
+@pytest.mark.parametrize("pool, hw", [("max", 10), ("max_ceil", 9), ("avg", 10)])
 def test_stem_pools(pool, hw):
     stem = PooledBasicStem(3, 16, "BN", pool=pool).eval()
     with torch.no_grad():

@@ -7,7 +7,7 @@ import torch
 from detectron2.layers import ShapeSpec
 
 from se_detectron.layers import SE_GATES, SqueezeExcitation, se_fast_path, se_fast_path_enabled
-from se_detectron.modeling import build_se_resnet
+from se_detectron.modeling import SEBottleneckBlock, build_se_resnet
 
 
 def _layer(gate="sigmoid", bias=True, squeeze="avg", channels=32, dtype=torch.float32):
@@ -198,7 +198,12 @@ def test_trunk_fast_path_equals_straightforward(se_cfg, norm, freeze_at, dtype, 
     multiply-add rounds once where ``x * s + r`` rounds twice; with training-mode BatchNorm the
     input gradient of a random 50-layer trunk is so ill-conditioned that both float32 paths are
     ~1% off the float64 value (and off each other by as much), so float32 is compared on the
-    detection setting (FrozenBN, frozen stem and res2).
+    detection setting (FrozenBN, frozen stem and res2). Even there, float32 gradients of a whole
+    random trunk are not comparable: one block output within an ulp of zero that the fused
+    rounding puts on the other side of a ReLU (measured on one 2-core VM: a single element of
+    res4.2 at the standard position) moves every gradient below it by ~0.5%. So the full trunk
+    compares gradients in float64 and outputs in float32; float32 gradients are compared on a
+    chain of blocks (:func:`test_block_chain_float32_gradients`).
     """
     se_cfg.MODEL.RESNETS.NORM = norm
     se_cfg.MODEL.BACKBONE.FREEZE_AT = freeze_at
@@ -225,10 +230,11 @@ def test_trunk_fast_path_equals_straightforward(se_cfg, norm, freeze_at, dtype, 
     tol = 1e-4 if dtype == torch.float32 else 1e-10
     for key in fast[0]:
         _close(fast[0][key], slow[0][key], key, tol)
-    _close(fast[1], slow[1], "input gradient", tol)
     assert fast[2].keys() == slow[2].keys() and any(".se." in k for k in fast[2])
-    for name in fast[2]:
-        _close(fast[2][name], slow[2][name], name, tol)
+    if dtype == torch.float64:
+        _close(fast[1], slow[1], "input gradient", tol)
+        for name in fast[2]:
+            _close(fast[2][name], slow[2][name], name, tol)
     with torch.no_grad():
         trunk.eval()
         inference = trunk(x)
@@ -236,6 +242,39 @@ def test_trunk_fast_path_equals_straightforward(se_cfg, norm, freeze_at, dtype, 
             reference = trunk(x)
     for key in inference:
         _close(inference[key], reference[key], key, tol)
+
+
+@pytest.mark.parametrize("position", ["standard", "3x3", "post", "identity", "pre"])
+def test_block_chain_float32_gradients(position):
+    """Float32: a projection block and two identity blocks (training mode, FrozenBN), every
+    gradient of the fast path equal to the straightforward one (measured ~4e-7 apart)."""
+    torch.manual_seed(0)
+    chain = torch.nn.Sequential(
+        SEBottleneckBlock(
+            64, 256, bottleneck_channels=64, stride=2, norm="FrozenBN", se_position=position
+        ),
+        *[
+            SEBottleneckBlock(
+                256, 256, bottleneck_channels=64, norm="FrozenBN", se_position=position
+            )
+            for _ in range(2)
+        ],
+    ).train()
+    x = torch.randn(2, 64, 16, 24).relu()
+    weights = torch.randn(2, 256, 8, 12)
+
+    def run():
+        chain.zero_grad(set_to_none=True)
+        inp = x.clone().requires_grad_()
+        (chain(inp) * weights).sum().backward()
+        return inp.grad, {n: p.grad.clone() for n, p in chain.named_parameters()}
+
+    fast = run()
+    with se_fast_path(False):
+        slow = run()
+    _close(fast[0], slow[0], "input gradient", 1e-4)
+    for name in fast[1]:
+        _close(fast[1][name], slow[1][name], name, 1e-4)
 
 
 def _close(got, want, name, tol):

@@ -79,8 +79,9 @@ class SEBottleneckBlock(BottleneckBlock, _SEResidualJoin):
             there is no pooling, as mmdetection's ``avg_down`` (timm pools a dilated stage with a
             "same"-padded 2x2 window).
         anti_alias: anti-aliased downsampling (timm's ``aa_layer=nn.AvgPool2d``): a strided
-            block runs its 3x3 conv at stride 1 and then 2x2 average-pools its output. Needs the
-            stride in the 3x3 conv (``stride_in_1x1=False``).
+            block runs its 3x3 conv at stride 1 and then 2x2 average-pools its output (in ceil
+            mode, so that odd sizes work; timm's model needs sizes divisible by 32, where both
+            agree). Needs the stride in the 3x3 conv (``stride_in_1x1=False``).
     """
 
     def __init__(
@@ -183,7 +184,9 @@ class SEBottleneckBlock(BottleneckBlock, _SEResidualJoin):
         out = F.relu_(self.conv1(out))
         out = F.relu_(self.conv2(out))
         if self.aa_stride > 1:
-            out = F.avg_pool2d(out, self.aa_stride)
+            # ceil_mode: any input size works and matches the shortcut's size; timm floors, which
+            # is the same wherever timm runs (even sizes: inputs divisible by 32)
+            out = F.avg_pool2d(out, self.aa_stride, ceil_mode=True)
         if position == "3x3":
             out = self.se(out, inplace=True)
         return self._join_branches(self.conv3(out), shortcut)

@@ -19,8 +19,8 @@ __all__ = ["STEM_POOLS", "DeepStem", "PooledBasicStem", "stem_pool"]
 
 #: How a stem downsamples after its convs: ``"max"`` (3x3/2 max-pool, padding 1: Detectron2,
 #: torchvision, timm), ``"max_ceil"`` (3x3/2, no padding, ``ceil_mode=True``: the released Caffe
-#: SENets and their Cadene / timm ``legacy_*`` ports) and ``"avg"`` (2x2/2 average pooling: timm's
-#: anti-aliased ``aa_layer=nn.AvgPool2d`` models).
+#: SENets and their Cadene / timm ``legacy_*`` ports) and ``"avg"`` (2x2/2 average pooling in ceil
+#: mode: timm's anti-aliased ``aa_layer=nn.AvgPool2d`` models, which floor; equal on even sizes).
 STEM_POOLS = ("max", "max_ceil", "avg")
 
 
@@ -29,7 +29,8 @@ def stem_pool(x: torch.Tensor, pool: str) -> torch.Tensor:
     if pool == "max_ceil":
         return F.max_pool2d(x, kernel_size=3, stride=2, padding=0, ceil_mode=True)
     if pool == "avg":
-        return F.avg_pool2d(x, kernel_size=2, stride=2)
+        # ceil_mode as the anti-aliased blocks' pools (equal to timm's for even sizes)
+        return F.avg_pool2d(x, kernel_size=2, stride=2, ceil_mode=True)
     return F.max_pool2d(x, kernel_size=3, stride=2, padding=1)
 
 
