@@ -215,15 +215,19 @@ def test_timm_equivalence(name, kwargs, source, stride_in_1x1, ceil_pool, expect
 def test_full_depth_resnet_d():
     """timm's seresnet152d itself: named se_resnet152d, loads strictly, same features."""
     model = _timm_model("seresnet152d")
+    # small last-BN gains (timm zero-inits them): with ~1 ones, 36 random res4 blocks grow the
+    # activations to ~1e6, where float32 rounding alone moves res4 by tens of percent
+    with torch.no_grad():
+        for name, module in model.named_modules():
+            if name.endswith("bn3"):
+                module.weight.mul_(0.2)
     result = convert_state_dict(model.state_dict())
     assert result.arch_name == "se_resnet152d"
     assert result.arch.describe().startswith("SE-ResNet-152-D: blocks 3-8-36-3, deep stem 64 ch")
     trunk = _trunk(result.config)
     trunk.load_state_dict(result.state_dict, strict=True)
-    # float64: 36 res4 blocks with random BN statistics grow activations to ~1e6, where float32
-    # rounding alone moves res4 by tens of percent (float64 agrees to ~1e-5)
-    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-    _assert_close(*_features(trunk.double(), model.double(), x), rel=1e-4)
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    _assert_close(*_features(trunk, model, x))
 
 
 def test_anti_aliased_weights_need_arch():

@@ -292,3 +292,40 @@ def test_two_process_cpu_training(tiny, tmp_path):
     assert f"2 CPU training processes on {os.cpu_count()} cores: {threads} torch" in proc.stdout
     assert (out / "model_final.pth").is_file()
     assert "World size: 2" in (out / "log.txt").read_text()
+
+
+# ------------------------------------------------------------------ converted weights' config
+def test_converted_weights_are_checked_against_the_python_config(tiny, tmp_path):
+    """As the yacs path: weights converted for another trunk setting are an error naming the
+    python-config argument, not a detector that loads every tensor and computes other features."""
+    from se_detectron.checkpoint import ConvertedConfigMismatchError, convert_checkpoint
+    from se_detectron.engine.lazy_config import converted_config_view
+    from se_detectron.modeling import build_se_resnet_classifier
+    from se_detectron.modeling.archs import apply_arch
+
+    trunk_cfg = apply_arch(get_se_cfg(), "se_resnet18")
+    trunk_cfg.MODEL.SE.STEM_CEIL_POOL = True  # the synthetic python config pools without ceil
+    classifier = build_se_resnet_classifier(trunk_cfg, num_classes=3)
+    src = tmp_path / "pretrain.pth"
+    recorded = {"MODEL.SE.STEM_CEIL_POOL": True, "MODEL.RESNETS.STRIDE_IN_1X1": True}
+    torch.save({"model": classifier.state_dict(), "se_detectron_config": recorded}, src)
+    convert_checkpoint(str(src), str(tmp_path / "r18.pkl"))
+
+    cfg = get_config(SYNTHETIC)
+    view, names = converted_config_view(cfg)
+    assert view.MODEL.RESNETS.DEPTH == 18 and view.MODEL.SE.STEM_CEIL_POOL is False
+    assert names["MODEL.SE.STEM_CEIL_POOL"] == "model.backbone.bottom_up.stem_ceil_pool"
+    assert names["INPUT.FORMAT"] == "model.input_format"
+    overrides = tiny_overrides(tmp_path / "run") + [f"train.init_checkpoint={tmp_path}/r18.pkl"]
+    apply_overrides(cfg, overrides)
+    with pytest.raises(ConvertedConfigMismatchError) as e:
+        SELazyTrainer(cfg).resume_or_load(resume=False)
+    message = str(e.value)
+    assert "weights in train.init_checkpoint were made for another config" in message
+    assert "model.backbone.bottom_up.stem_ceil_pool is False but the weights need True" in message
+    assert message.endswith("e.g. add: model.backbone.bottom_up.stem_ceil_pool=True")
+
+    apply_overrides(cfg, ["model.backbone.bottom_up.stem_ceil_pool=True"])
+    trainer = SELazyTrainer(cfg)
+    trainer.resume_or_load(resume=False)
+    assert not trainer.checkpointer.last_incompatible_keys.unexpected_keys

@@ -24,7 +24,7 @@ import logging
 import os
 import tempfile
 import uuid
-from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, Tuple
 from urllib.parse import urlparse
 
 from detectron2.checkpoint import DetectionCheckpointer
@@ -155,6 +155,10 @@ class SEDetectionCheckpointer(DetectionCheckpointer):
             Detectron2's warn-and-skip behaviour.
         cfg: the config the model was built from; with it, loading converted weights checks
             their stored ``se_detectron_config`` against it (None: no check).
+        config_names: how to name the config keys in that check's error (e.g. the python-config
+            names of a LazyConfig, see ``se_detectron.engine.lazy_config.converted_config_view``;
+            its fix is then written as ``name=value`` overrides). None: the yacs keys.
+        weights_name: how to name the weights setting in errors.
         **checkpointables: other objects to save/load (optimizer, scheduler, ...).
 
     Attributes:
@@ -170,10 +174,14 @@ class SEDetectionCheckpointer(DetectionCheckpointer):
         save_to_disk: Optional[bool] = None,
         strict_shape_prefixes: Optional[Sequence[str]] = None,
         cfg: Any = None,
+        config_names: Optional[Mapping[str, str]] = None,
+        weights_name: str = "MODEL.WEIGHTS",
         **checkpointables: Any,
     ):
         super().__init__(model, save_dir, save_to_disk=save_to_disk, **checkpointables)
         self.cfg = cfg
+        self.config_names = dict(config_names or {})
+        self.weights_name = weights_name
         if strict_shape_prefixes is None:
             strict_shape_prefixes = _default_strict_prefixes(self.model)
         self.strict_shape_prefixes = tuple(strict_shape_prefixes)
@@ -276,13 +284,21 @@ class SEDetectionCheckpointer(DetectionCheckpointer):
             return
         mismatches = config_mismatches(self.cfg, required)
         if mismatches:
+            names = self.config_names
             details = "; ".join(
-                f"{key} is {have!r} but the weights need {want!r}" for key, have, want in mismatches
+                f"{names.get(key, key)} is {have!r} but the weights need {want!r}"
+                for key, have, want in mismatches
             )
-            # KEY VALUE pairs as one would type them after train_net (lists without spaces)
-            fix = " ".join(f"{key} {repr(want).replace(', ', ',')}" for key, _, want in mismatches)
+            # as one would type them after train_net: KEY VALUE pairs (lists without spaces), or
+            # name=value overrides of a python config
+            sep = "=" if names else " "
+            fix = " ".join(
+                f"{names.get(key, key)}{sep}{repr(want).replace(', ', ',')}"
+                for key, _, want in mismatches
+            )
             raise ConvertedConfigMismatchError(
-                f"the converted weights in MODEL.WEIGHTS were made for another config: {details}. "
+                f"the converted weights in {self.weights_name} were made for another config: "
+                f"{details}. "
                 "The shapes may fit, the features would not. Use the values the converter printed "
                 f"(stored in the .pkl under 'se_detectron_config'), e.g. add: {fix}"
             )

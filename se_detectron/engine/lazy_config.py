@@ -14,21 +14,24 @@ import difflib
 import inspect
 import logging
 import os
-from typing import Any, List, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from detectron2.config import LazyConfig
 from detectron2.utils.registry import locate
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from ..config import get_config_file, list_configs
+from ..config import get_config_file, get_se_cfg, list_configs
 from ..errors import SEDetectronError
+from ..modeling import SE_TRUNK_CFG_KEYS, make_se_resnet
+from ..modeling.config_check import BASIC_DEPTHS
 
 __all__ = [
     "LazyConfigError",
     "adapt_to_device",
     "apply_overrides",
     "check_required_keys",
+    "converted_config_view",
     "dataset_names",
     "load_lazy_config",
     "resolve_lazy_config_file",
@@ -237,3 +240,69 @@ def dataset_names(cfg, split: str) -> List[str]:
     if names is None:
         return []
     return [names] if isinstance(names, str) else [str(n) for n in names]
+
+
+# LazyConfig model attributes of Detectron2's GeneralizedRCNN / RetinaNet -> the yacs key.
+_MODEL_KEYS = {
+    "pixel_mean": "MODEL.PIXEL_MEAN",
+    "pixel_std": "MODEL.PIXEL_STD",
+    "input_format": "INPUT.FORMAT",
+}
+
+
+def converted_config_view(cfg) -> Optional[Tuple[Any, Dict[str, str]]]:
+    """A python config's trunk and input settings as the yacs keys converted weights record.
+
+    ``tools/convert_pretrained.py`` stores the config its weights need under yacs names
+    (``MODEL.RESNETS.STRIDE_IN_1X1``, ``MODEL.SE.AVG_DOWN``, ``MODEL.PIXEL_MEAN``,
+    ``INPUT.FORMAT``, ...). For a model whose trunk is ``L(make_se_resnet)(...)`` (at
+    ``model.backbone.bottom_up``, or ``model.backbone`` for C4-style models) this is
+    ``get_se_cfg()`` with those keys set from the python config (a trunk argument it leaves out
+    counts with ``make_se_resnet``'s default), so that ``SEDetectionCheckpointer`` can compare.
+
+    Args:
+        cfg: a loaded LazyConfig.
+
+    Returns:
+        (view, names): the yacs config and, for messages, the python-config name of each key
+        (``"MODEL.RESNETS.STRIDE_IN_1X1"`` -> ``"model.backbone.bottom_up.stride_in_1x1"``);
+        None for a model without a ``make_se_resnet`` trunk.
+    """
+    for path in ("model.backbone.bottom_up", "model.backbone"):
+        trunk = OmegaConf.select(cfg, path, default=None)
+        target = trunk.get("_target_") if isinstance(trunk, DictConfig) else None
+        if isinstance(target, str):
+            target = locate(target)
+        if target is make_se_resnet:
+            break
+    else:
+        return None
+    defaults = {n: p.default for n, p in inspect.signature(make_se_resnet).parameters.items()}
+    values: Dict[str, Any] = {}
+    names: Dict[str, str] = {}
+    for arg, key in SE_TRUNK_CFG_KEYS.items():
+        if arg != "norm":  # may be a callable; converted weights do not record it
+            values[key] = _plain(trunk[arg] if arg in trunk else defaults[arg])
+            names[key] = f"{path}.{arg}"
+    if values["MODEL.RESNETS.RES2_OUT_CHANNELS"] is None:
+        basic = values["MODEL.RESNETS.DEPTH"] in BASIC_DEPTHS
+        values["MODEL.RESNETS.RES2_OUT_CHANNELS"] = 64 if basic else 256
+    for attr, key in _MODEL_KEYS.items():
+        if attr in cfg.model:
+            values[key] = _plain(cfg.model[attr])
+            names[key] = f"model.{attr}"
+    view = get_se_cfg()
+    for key, value in values.items():
+        *parents, leaf = key.split(".")
+        node = view
+        for part in parents:
+            node = node[part]
+        node[leaf] = value
+    return view, names
+
+
+def _plain(value: Any) -> Any:
+    """OmegaConf lists/dicts and tuples as plain lists/dicts."""
+    if isinstance(value, (ListConfig, DictConfig)):
+        return OmegaConf.to_container(value)
+    return list(value) if isinstance(value, tuple) else value

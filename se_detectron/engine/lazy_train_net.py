@@ -25,7 +25,13 @@ from .lazy_config import (
     load_lazy_config,
     resolve_lazy_config_file,
 )
-from .lazy_trainer import SELazyTrainer, check_init_checkpoint, create_lazy_ddp_model, do_test
+from .lazy_trainer import (
+    SELazyTrainer,
+    check_init_checkpoint,
+    converted_weights_check,
+    create_lazy_ddp_model,
+    do_test,
+)
 from .train_net import UserError, argument_parser, launch_reporting_errors, write_final_results
 
 __all__ = ["cli", "lazy_argument_parser", "main", "register_datasets", "setup"]
@@ -96,7 +102,9 @@ def main(args):
         model = instantiate(cfg.model)
         model.to(cfg.train.device)
         model = create_lazy_ddp_model(model, cfg)
-        checkpointer = SEDetectionCheckpointer(model, save_dir=cfg.train.output_dir)
+        checkpointer = SEDetectionCheckpointer(
+            model, save_dir=cfg.train.output_dir, **converted_weights_check(cfg)
+        )
         if not (args.resume and checkpointer.has_checkpoint()):
             check_init_checkpoint(cfg.train.init_checkpoint)
         checkpointer.resume_or_load(cfg.train.init_checkpoint, resume=args.resume)

@@ -28,11 +28,12 @@ from omegaconf import OmegaConf
 
 from ..checkpoint import FrozenRandomInitError, SEDetectionCheckpointer, frozen_state_keys
 from ..data import prepare_dataset
-from .lazy_config import LazyConfigError, dataset_names
+from .lazy_config import LazyConfigError, converted_config_view, dataset_names
 from .resume import ResumableTrainingSampler, RNGStates
 from .trainer import PlotCurvesHook
 
 __all__ = [
+    "converted_weights_check",
     "SELazyTrainer",
     "build_lazy_train_loader",
     "check_init_checkpoint",
@@ -58,6 +59,18 @@ def check_init_checkpoint(path: str) -> None:
             'the path, or set train.init_checkpoint="" (with '
             "model.backbone.bottom_up.freeze_at=0) to train from scratch."
         )
+
+
+def converted_weights_check(cfg) -> dict:
+    """``SEDetectionCheckpointer`` arguments that compare converted weights loaded from
+    ``train.init_checkpoint`` with the python config, as the yacs path compares them with its
+    config (a mismatch names ``model.backbone.bottom_up.<argument>``; see
+    :func:`~se_detectron.engine.lazy_config.converted_config_view`)."""
+    check = {"weights_name": "train.init_checkpoint"}
+    view = converted_config_view(cfg)
+    if view is not None:
+        check.update(cfg=view[0], config_names=view[1])
+    return check
 
 
 def build_lazy_train_loader(loader_cfg, seed=None):
@@ -158,6 +171,7 @@ class SELazyTrainer:
         self.checkpointer = SEDetectionCheckpointer(
             model,
             cfg.train.output_dir,
+            **converted_weights_check(cfg),
             trainer=self.trainer,
             train_sampler=self.train_sampler,
             rng_states=RNGStates(),
