@@ -53,7 +53,8 @@ class SEBottleneckBlock(BottleneckBlock, _SEResidualJoin):
     """Detectron2's bottleneck block with a Squeeze-and-Excitation unit (paper Fig. 3, Fig. 5).
 
     All of ``BottleneckBlock``'s arguments keep their meaning; the ``se_*`` arguments configure
-    the SE unit and the two SENet-154 options change the block's shape.
+    the SE unit; the SENet-154 options change the block's shape and the ResNet-D options its
+    downsampling.
 
     Args:
         in_channels: input channels.
