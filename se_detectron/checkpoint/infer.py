@@ -9,6 +9,7 @@ anti-aliasing) comes from the source layout and format (:mod:`.formats`, :mod:`.
 converter's ``--arch``.
 """
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
@@ -27,6 +28,7 @@ __all__ = [
     "SEArchitecture",
     "infer_architecture",
     "match_arch",
+    "same_value",
     "validate_trunk_state_dict",
 ]
 
@@ -345,14 +347,20 @@ def match_arch(config: Mapping[str, Any]) -> Optional[str]:
     """
     for name, arch in ARCHS.items():
         keys = STRUCTURAL_KEYS + LAYOUT_KEYS
-        if all(_as_list(arch.get(k, config.get(k))) == _as_list(config.get(k)) for k in keys):
+        if all(same_value(arch.get(k, config.get(k)), config.get(k)) for k in keys):
             return name
     return None
 
 
-def _as_list(value: Any) -> Any:
-    """Lists and tuples as lists (``STEM_WIDTHS`` may be either), anything else unchanged."""
-    return list(value) if isinstance(value, (list, tuple)) else value
+def same_value(a, b) -> bool:
+    """Config value equality: floats to 1e-6 relative, lists and tuples alike, bools as bools."""
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(same_value(x, y) for x, y in zip(a, b))
+    if isinstance(a, bool) or isinstance(b, bool):
+        return a is b or a == b and type(a) is type(b)
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return math.isclose(a, b, rel_tol=1e-6)
+    return a == b
 
 
 def _format_config(config: Mapping[str, Any]) -> str:

@@ -7,14 +7,13 @@ from the source format (``timm``, ``cadene``, ``se_detectron``, see :mod:`.forma
 own checkpoints, from what they recorded.
 """
 
-import math
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ..config import config_value, get_se_cfg
 from ..modeling.archs import ARCHS
 from ..modeling.config_check import BASIC_DEPTHS
 from .formats import ConversionError
-from .infer import SEArchitecture
+from .infer import SEArchitecture, same_value
 
 __all__ = [
     "IMAGENET_RGB_PIXEL_MEAN",
@@ -238,14 +237,3 @@ def config_mismatches(cfg, config: Mapping[str, Any]) -> List[Tuple[str, Any, An
         if not same_value(have, want):
             out.append((key, have, want))
     return out
-
-
-def same_value(a, b) -> bool:
-    """Config value equality: floats to 1e-6 relative, lists and tuples alike, bools as bools."""
-    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-        return len(a) == len(b) and all(same_value(x, y) for x, y in zip(a, b))
-    if isinstance(a, bool) or isinstance(b, bool):
-        return a is b or a == b and type(a) is type(b)
-    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
-        return math.isclose(a, b, rel_tol=1e-6)
-    return a == b
