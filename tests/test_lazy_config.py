@@ -127,6 +127,7 @@ def test_python_config_instantiates_and_trains_a_step(name, tiny, tmp_path):
     if name.startswith(("COCO-", "new_baselines/")):
         assert trunk.depth == 50 and cfg.model.roi_heads.num_classes == 80
         assert cfg.dataloader.train.dataset.names == "coco_2017_train"
+        assert cfg.model.input_format == "RGB" and cfg.model.pixel_std == [58.395, 57.12, 57.375]
     if name.startswith("new_baselines/"):  # Detectron2's LSJ recipe, SE trunk from scratch
         assert trunk.norm == "SyncBN" and trunk.freeze_at == 0 and cfg.train.max_iter == 184375
         assert cfg.dataloader.train.total_batch_size == 64 and cfg.train.amp.enabled

@@ -9,7 +9,8 @@ from detectron2.model_zoo import get_config
 
 from se_detectron.data import SafeDatasetMapper
 from se_detectron.evaluation import SECOCOEvaluator
-from se_detectron.modeling import make_se_resnet
+
+from ..common.models.mask_rcnn_se_fpn import model as _se_fpn
 
 _base = get_config("new_baselines/mask_rcnn_R_50_FPN_100ep_LSJ.py")
 dataloader = _base.dataloader
@@ -18,19 +19,11 @@ model = _base.model
 optimizer = _base.optimizer
 train = _base.train
 
-# the SE trunk, trained from scratch with SyncBN (as the base's ResNet): freeze_at=0
-model.backbone.bottom_up = L(make_se_resnet)(
-    depth=50,
-    stride_in_1x1=True,
-    norm="SyncBN",
-    freeze_at=0,
-    out_features=["res2", "res3", "res4", "res5"],
-    se_reduction=16,
-    se_stages=["res2", "res3", "res4", "res5"],
-)
-model.pixel_mean = [123.675, 116.28, 103.53]
-model.pixel_std = [58.395, 57.12, 57.375]
-model.input_format = "RGB"
+# the SE trunk of common/models/mask_rcnn_se_fpn.py (and its RGB input), trained from scratch
+# with SyncBN as the base's ResNet: freeze_at=0
+model.backbone.bottom_up = _se_fpn.backbone.bottom_up
+model.backbone.bottom_up.update(norm="SyncBN", freeze_at=0)
+model.update({k: _se_fpn[k] for k in ("pixel_mean", "pixel_std", "input_format")})
 dataloader.train.mapper.image_format = "RGB"
 
 # se_detectron's mapper (errors naming the file / mask format) and evaluator (pycocotools)
