@@ -11,7 +11,6 @@ import os
 import numpy as np
 import pytest
 import torch
-from detectron2.engine import HookBase
 from detectron2.layers import ShapeSpec
 from detectron2.structures import BitMasks, Boxes, Instances
 from detectron2.utils.env import seed_all_rng
@@ -238,14 +237,8 @@ def test_export_of_a_cuda_model(method, tmp_path):
     assert set(diffs) == {"pred_boxes", "scores", "pred_classes", "pred_masks"}
 
 
-class _Crash(HookBase):
-    def after_step(self):
-        if self.trainer.iter == 4:
-            raise RuntimeError("simulated crash")
-
-
 @pytest.mark.parametrize("amp", [False, True], ids=["fp32", "amp-fp16"])
-def test_resume_on_cuda_continues_where_it_stopped(tmp_path, amp):
+def test_resume_on_cuda_continues_where_it_stopped(tmp_path, amp, run_trainer):
     """Crash after iteration 4, resume: iteration, schedule, sampler and weights continue.
 
     CUDA kernels such as atomic-add reductions are not bit-reproducible, so weights are compared
@@ -257,7 +250,7 @@ def test_resume_on_cuda_continues_where_it_stopped(tmp_path, amp):
         str(tmp_path / "data"), num_train=12, num_val=2, image_size=64, seed=3
     )
 
-    def cfg_for(out):
+    def trainer_for(out):
         cfg = get_se_cfg(
             INSTANT,
             [
@@ -273,21 +266,13 @@ def test_resume_on_cuda_continues_where_it_stopped(tmp_path, amp):
         )  # fmt: skip
         cfg.freeze()
         register_datasets_from_cfg(cfg)
-        return cfg
-
-    def train(cfg, resume=False, crash=False):
         seed_all_rng(cfg.SEED)
-        trainer = SETrainer(cfg)
-        if crash:
-            trainer.register_hooks([_Crash()])
-        trainer.resume_or_load(resume=resume)
-        trainer.train()
-        return trainer
+        return SETrainer(cfg)
 
-    train(cfg_for(tmp_path / "straight"))
+    run_trainer(trainer_for(tmp_path / "straight"))
     with pytest.raises(RuntimeError, match="simulated crash"):
-        train(cfg_for(tmp_path / "crashed"), crash=True)
-    resumed = train(cfg_for(tmp_path / "crashed"), resume=True)
+        run_trainer(trainer_for(tmp_path / "crashed"), crash_after=4)
+    resumed = run_trainer(trainer_for(tmp_path / "crashed"), resume=True)
     assert resumed.start_iter == 4
     a = torch.load(tmp_path / "straight/model_final.pth", map_location="cpu", weights_only=False)
     b = torch.load(tmp_path / "crashed/model_final.pth", map_location="cpu", weights_only=False)

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from detectron2.engine import HookBase
 from detectron2.utils.env import seed_all_rng
 
 from se_detectron import get_se_cfg
@@ -154,32 +153,21 @@ def test_python_config_instantiates_and_trains_a_step(name, tiny, tmp_path):
 
 
 # ------------------------------------------------------------------------------ exact resume
-class _Crash(HookBase):
-    def after_step(self):
-        if self.trainer.iter == 3:
-            raise RuntimeError("simulated crash")
-
-
-def _lazy_train(tiny, out, resume=False, crash=False):
+def _lazy_trainer(out):
     cfg = get_config(SYNTHETIC)
     # 6 iterations, a checkpoint after iteration 2: the crashed run resumes for the last 3
     apply_overrides(cfg, tiny_overrides(out, max_iter=6, period=3))
     seed_all_rng(cfg.train.seed)
-    trainer = SELazyTrainer(cfg)
-    if crash:
-        trainer.register_hooks([_Crash()])
-    trainer.resume_or_load(resume=resume)
-    trainer.train()
-    return trainer
+    return SELazyTrainer(cfg)
 
 
-def test_resume_continues_exactly(tiny, tmp_path):
-    _lazy_train(tiny, tmp_path / "straight")
+def test_resume_continues_exactly(tiny, tmp_path, run_trainer):
+    run_trainer(_lazy_trainer(tmp_path / "straight"))
     with pytest.raises(RuntimeError, match="simulated crash"):
-        _lazy_train(tiny, tmp_path / "crashed", crash=True)
+        run_trainer(_lazy_trainer(tmp_path / "crashed"), crash_after=3)
     assert (tmp_path / "crashed/last_checkpoint").read_text().strip() == "model_0000002.pth"
     assert not (tmp_path / "crashed/model_final.pth").exists()
-    resumed = _lazy_train(tiny, tmp_path / "crashed", resume=True)
+    resumed = run_trainer(_lazy_trainer(tmp_path / "crashed"), resume=True)
     assert resumed.start_iter == 3
 
     a = torch.load(tmp_path / "straight/model_final.pth", weights_only=False)

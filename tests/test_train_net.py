@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from detectron2.engine import HookBase
 from detectron2.utils.env import seed_all_rng
 
 from se_detectron.data import generate_synthetic_dataset, register_datasets_from_cfg
@@ -127,39 +126,24 @@ def test_mask_rcnn_trains_and_reports_mask_ap(tiny_data, tmp_path):
     assert "Final mask AP on tiny_val" in proc.stderr + proc.stdout
 
 
-class _Crash(HookBase):
-    def after_step(self):
-        if self.trainer.iter == 4:
-            raise RuntimeError("simulated crash")
-
-
-def _train(cfg, resume=False, crash=False):
-    seed_all_rng(cfg.SEED)
-    trainer = SETrainer(cfg)
-    if crash:
-        trainer.register_hooks([_Crash()])
-    trainer.resume_or_load(resume=resume)
-    trainer.train()
-    return trainer
-
-
-def test_resume_continues_exactly(tiny_data, tmp_path):
+def test_resume_continues_exactly(tiny_data, tmp_path, run_trainer):
     """Crash after iteration 4 (last checkpoint at 3), resume: same weights as without a crash."""
 
-    def cfg_for(out):
+    def trainer_for(out):
         cfg = get_se_cfg(INSTANT, tiny_opts(tiny_data, out, max_iter=7))
         cfg.SOLVER.CHECKPOINT_PERIOD = 4
         cfg.DATASETS.TEST = ()
         cfg.freeze()
         register_datasets_from_cfg(cfg)
-        return cfg
+        seed_all_rng(cfg.SEED)
+        return SETrainer(cfg)
 
-    _train(cfg_for(tmp_path / "straight"))
+    run_trainer(trainer_for(tmp_path / "straight"))
     with pytest.raises(RuntimeError, match="simulated crash"):
-        _train(cfg_for(tmp_path / "crashed"), crash=True)
+        run_trainer(trainer_for(tmp_path / "crashed"), crash_after=4)
     assert (tmp_path / "crashed/last_checkpoint").read_text().strip() == "model_0000003.pth"
     assert not (tmp_path / "crashed/model_final.pth").exists()
-    resumed = _train(cfg_for(tmp_path / "crashed"), resume=True)
+    resumed = run_trainer(trainer_for(tmp_path / "crashed"), resume=True)
     assert resumed.start_iter == 4
 
     a = torch.load(tmp_path / "straight/model_final.pth", weights_only=False)
