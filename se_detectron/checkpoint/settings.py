@@ -96,7 +96,9 @@ def source_settings(
     return settings, notes
 
 
-_PRETRAIN_KEYS = (
+# Trunk settings taken from a pretraining checkpoint's "cfg" (its PIXEL_MEAN/STD and
+# INPUT.FORMAT are Detectron2 defaults that the classification data pipeline does not use).
+_TRUNK_CFG_KEYS = (
     "MODEL.RESNETS.STRIDE_IN_1X1",
     "MODEL.SE.STEM_CEIL_POOL",
     "MODEL.SE.AVG_DOWN",
@@ -104,10 +106,9 @@ _PRETRAIN_KEYS = (
     "MODEL.SE.SQUEEZE",
     "MODEL.SE.GATE",
     "MODEL.SE.POSITION",
-    "MODEL.PIXEL_MEAN",
-    "MODEL.PIXEL_STD",
-    "INPUT.FORMAT",
 )
+# ... and what a pretraining run records beside them (its input normalisation)
+_PRETRAIN_KEYS = _TRUNK_CFG_KEYS + ("MODEL.PIXEL_MEAN", "MODEL.PIXEL_STD", "INPUT.FORMAT")
 
 
 def _se_detectron_settings(container: Mapping[str, Any], notes: List[str]) -> Dict[str, Any]:
@@ -147,19 +148,6 @@ def _se_detectron_settings(container: Mapping[str, Any], notes: List[str]) -> Di
         "MODEL.RESNETS.STRIDE_IN_1X1": cfg.MODEL.RESNETS.STRIDE_IN_1X1,
         "MODEL.SE.STEM_CEIL_POOL": cfg.MODEL.SE.STEM_CEIL_POOL,
     }
-
-
-# Trunk settings taken from a pretraining checkpoint's "cfg" (its PIXEL_MEAN/STD and
-# INPUT.FORMAT are Detectron2 defaults that the classification data pipeline does not use).
-_TRUNK_CFG_KEYS = (
-    "MODEL.RESNETS.STRIDE_IN_1X1",
-    "MODEL.SE.STEM_CEIL_POOL",
-    "MODEL.SE.AVG_DOWN",
-    "MODEL.SE.ANTI_ALIAS",
-    "MODEL.SE.SQUEEZE",
-    "MODEL.SE.GATE",
-    "MODEL.SE.POSITION",
-)
 
 
 def _trunk_cfg_from_yaml(text: Any) -> Dict[str, Any]:
