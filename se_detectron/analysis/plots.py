@@ -45,9 +45,33 @@ def default_plot_blocks(blocks: Sequence[str]) -> List[str]:
     return chosen
 
 
-def _grid(n: int):
-    cols = min(n, 3)
-    return (n + cols - 1) // cols, cols
+def _block_panels(plt, stats: Dict[str, BlockStats], blocks: Sequence[str], max_channels: int):
+    """A figure with one panel per block; yields ``(ax, stats, channel_count)`` per block."""
+    cols = min(len(blocks), 3)
+    rows = (len(blocks) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.4 * rows), squeeze=False)
+    for ax in list(axes.flat)[len(blocks) :]:
+        ax.axis("off")
+    panels = []
+    for ax, block in zip(axes.flat, blocks):
+        st = stats[block]
+        c = min(max_channels, st.sum.shape[1])
+        ax.set_title(f"{block} (channels 0-{c - 1} of {st.sum.shape[1]})", fontsize=10)
+        ax.set_xlabel("channel index")
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+        panels.append((ax, st, c))
+    return fig, axes, panels
+
+
+def _save_block_panels(plt, fig, axes, path: str, title: str) -> None:
+    """The first panel's legend below the grid, the title above, written atomically."""
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 11), fontsize=9)
+    fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0.06, 1, 0.96))
+    atomic_save_figure(fig, path, dpi=110)
+    plt.close(fig)
 
 
 def plot_class_profiles(
@@ -69,30 +93,17 @@ def plot_class_profiles(
         title: figure title.
     """
     plt = _pyplot()
-    rows, cols = _grid(len(blocks))
-    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.4 * rows), squeeze=False)
+    fig, axes, panels = _block_panels(plt, stats, blocks, max_channels)
     cmap = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20")
-    for ax, block in zip(axes.flat, blocks):
-        st = stats[block]
-        c = min(max_channels, st.sum.shape[1])
+    for ax, st, c in panels:
         x = np.arange(c)
         for k, name in enumerate(classes):
             if st.count[k] > 0:
                 ax.plot(x, st.mean(k)[:c], lw=1.0, color=cmap(k % cmap.N), label=name)
         ax.plot(x, st.mean()[:c], lw=2.0, color="black", ls="--", label="all")
-        ax.set_title(f"{block} (channels 0-{c - 1} of {st.sum.shape[1]})", fontsize=10)
-        ax.set_xlabel("channel index")
         ax.set_ylabel("mean excitation")
-        ax.set_ylim(-0.02, 1.02)
-        ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(blocks) :]:
-        ax.axis("off")
-    handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 11), fontsize=9)
-    fig.suptitle(title or "Mean excitation per channel and class (cf. SE paper Fig. 6)")
-    fig.tight_layout(rect=(0, 0.06, 1, 0.96))
-    atomic_save_figure(fig, path, dpi=110)
-    plt.close(fig)
+    title = title or "Mean excitation per channel and class (cf. SE paper Fig. 6)"
+    _save_block_panels(plt, fig, axes, path, title)
 
 
 def plot_spread(
@@ -113,33 +124,20 @@ def plot_spread(
     first = stats[blocks[0]]
     if cls is None:
         cls = int(np.argmax(first.count[:-1]))
-    rows, cols = _grid(len(blocks))
-    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.4 * rows), squeeze=False)
-    for ax, block in zip(axes.flat, blocks):
-        st = stats[block]
-        c = min(max_channels, st.sum.shape[1])
+    fig, axes, panels = _block_panels(plt, stats, blocks, max_channels)
+    for ax, st, c in panels:
         x = np.arange(c)
         mean, std = st.mean(cls)[:c], st.std(cls)[:c]
         ax.fill_between(x, mean - std, mean + std, color="tab:blue", alpha=0.3, label="mean ± std")
         ax.plot(x, mean, color="tab:blue", lw=1.2, label="mean")
         ax.plot(x, st.max[cls, :c], color="tab:red", lw=0.6, ls=":", label="max")
         ax.plot(x, st.min[cls, :c], color="tab:green", lw=0.6, ls=":", label="min")
-        ax.set_title(f"{block} (channels 0-{c - 1} of {st.sum.shape[1]})", fontsize=10)
-        ax.set_xlabel("channel index")
         ax.set_ylabel("excitation")
-        ax.set_ylim(-0.02, 1.02)
-        ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(blocks) :]:
-        ax.axis("off")
-    handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=9)
-    fig.suptitle(
+    title = (
         f"Spread of the excitation across the {int(first.count[cls])} images of class "
         f"'{classes[cls]}' (cf. SE paper Fig. 7)"
     )
-    fig.tight_layout(rect=(0, 0.06, 1, 0.96))
-    atomic_save_figure(fig, path, dpi=110)
-    plt.close(fig)
+    _save_block_panels(plt, fig, axes, path, title)
 
 
 def plot_specificity(summary: List[Dict], path: str, title: str = "") -> None:
