@@ -21,7 +21,7 @@ from detectron2.config import LazyConfig
 from detectron2.utils.registry import locate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from ..config import get_config_file, get_se_cfg, list_configs
+from ..config import config_value, get_config_file, get_se_cfg, list_configs
 from ..errors import SEDetectronError
 from ..modeling import SE_TRUNK_CFG_KEYS, make_se_resnet
 from ..modeling.config_check import BASIC_DEPTHS
@@ -293,11 +293,8 @@ def converted_config_view(cfg) -> Optional[Tuple[Any, Dict[str, str]]]:
             names[key] = f"model.{attr}"
     view = get_se_cfg()
     for key, value in values.items():
-        *parents, leaf = key.split(".")
-        node = view
-        for part in parents:
-            node = node[part]
-        node[leaf] = value
+        parent, leaf = key.rsplit(".", 1)
+        config_value(view, parent)[leaf] = value
     return view, names
 
 
