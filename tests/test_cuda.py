@@ -206,17 +206,19 @@ def test_fused_optimizer_on_cuda_equals_unfused(optimizer):
     for group in unfused.param_groups:
         group["fused"], group["foreach"] = False, False
     before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
-    batch = _batch()
-    # One step from the same weights: both see the same gradients, so the updates must agree
-    # (after several steps AdamW's g / sqrt(v) amplifies rounding in near-zero gradients).
-    for net, opt in ((model, fused), (reference, unfused)):
-        opt.zero_grad()
-        _, total = _losses(net, batch, None)
-        total.backward()
-        opt.step()
-    for (name, a), b in zip(model.state_dict().items(), reference.state_dict().values()):
-        if a.is_floating_point():
-            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
+    # One backward pass, its gradients given to both optimizers: two backward passes are not
+    # bit-identical on CUDA (atomicAdd in RoIAlign's backward, cuDNN's weight gradients), and
+    # AdamW's first step, g / (|g| + eps), turns such differences near eps into large ones.
+    fused.zero_grad()
+    _, total = _losses(model, _batch(), None)
+    total.backward()
+    reference_params = dict(reference.named_parameters())
+    for name, p in model.named_parameters():
+        reference_params[name].grad = None if p.grad is None else p.grad.clone()
+    fused.step()
+    unfused.step()
+    for name, a in model.named_parameters():
+        torch.testing.assert_close(a, reference_params[name], rtol=1e-5, atol=1e-6, msg=name)
     params = dict(model.named_parameters())
     moved = [n for n, w in before.items() if not torch.equal(params[n], w)]
     assert len(moved) > 0.9 * len(before)  # the step updated (almost) every trainable weight

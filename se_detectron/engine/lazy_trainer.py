@@ -20,7 +20,7 @@ import os
 from urllib.parse import urlparse
 
 from detectron2.config import instantiate
-from detectron2.engine import AMPTrainer, SimpleTrainer, create_ddp_model, default_writers, hooks
+from detectron2.engine import SimpleTrainer, create_ddp_model, default_writers, hooks
 from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.utils import comm
 from detectron2.utils.registry import locate
@@ -28,6 +28,7 @@ from omegaconf import OmegaConf
 
 from ..checkpoint import FrozenRandomInitError, SEDetectionCheckpointer, frozen_state_keys
 from ..data import prepare_dataset
+from .amp import SEAMPTrainer
 from .lazy_config import LazyConfigError, converted_config_view, dataset_names
 from .resume import ResumableTrainingSampler, RNGStates
 from .trainer import PlotCurvesHook
@@ -145,7 +146,9 @@ class SELazyTrainer:
             fixes the data order; otherwise it is drawn and saved with the checkpoints.
 
     Attributes:
-        trainer: the Detectron2 ``SimpleTrainer`` / ``AMPTrainer`` (``train.amp.enabled``).
+        trainer: Detectron2's ``SimpleTrainer``, or with ``train.amp.enabled``
+            :class:`~se_detectron.engine.amp.SEAMPTrainer` (its ``AMPTrainer``, clipping unscaled
+            gradients).
         checkpointer: the :class:`SEDetectionCheckpointer` (model, optimizer, iteration, hooks,
             sampler seed, random states).
         train_sampler: the :class:`ResumableTrainingSampler`.
@@ -166,7 +169,7 @@ class SELazyTrainer:
         )
         self.batch_size = int(cfg.dataloader.train.total_batch_size)
         model = create_lazy_ddp_model(model, cfg)
-        trainer_class = AMPTrainer if cfg.train.amp.enabled else SimpleTrainer
+        trainer_class = SEAMPTrainer if cfg.train.amp.enabled else SimpleTrainer
         self.trainer = trainer_class(model, loader, optimizer)
         self.checkpointer = SEDetectionCheckpointer(
             model,

@@ -21,7 +21,6 @@ from detectron2.data import (
     get_detection_dataset_dicts,
 )
 from detectron2.engine import (
-    AMPTrainer,
     DefaultTrainer,
     SimpleTrainer,
     TrainerBase,
@@ -34,6 +33,7 @@ from detectron2.utils.logger import setup_logger
 from ..checkpoint import SEDetectionCheckpointer, check_no_frozen_random_init
 from ..data import SafeDatasetMapper
 from ..evaluation import build_evaluator
+from .amp import SEAMPTrainer
 from .optimizer import SolverConfigError, build_optimizer
 from .resume import ResumableTrainingSampler, RNGStates
 from .training_curves import plot_training_curves
@@ -123,7 +123,8 @@ class SETrainer(DefaultTrainer):
         if cfg.SOLVER.AMP.ENABLED:
             precision = amp_precision(cfg)
             scaler = torch.amp.GradScaler("cuda", enabled=precision == torch.float16)
-            self._trainer = AMPTrainer(
+            # SEAMPTrainer: gradient clipping sees unscaled gradients with the fused optimizer
+            self._trainer = SEAMPTrainer(
                 model, data_loader, optimizer, grad_scaler=scaler, precision=precision
             )
         else:
