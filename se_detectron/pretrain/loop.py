@@ -1,4 +1,11 @@
-"""One training epoch and one evaluation pass, with metrics reduced over all processes."""
+"""One training epoch and one evaluation pass, with metrics reduced over all processes.
+
+The training step does not wait for the device: the loss, its finiteness and the running metrics
+stay on the device and are read every :data:`HOST_SYNC_PERIOD` steps (a ``.item()`` per step
+serialises CPU and GPU, leaving the GPU idle while Python prepares the next batch). On CUDA,
+``torch.backends.cudnn.benchmark`` is on while a pass runs: pretraining batches have one size,
+so cuDNN picks its fastest convolution algorithms once.
+"""
 
 import contextlib
 import math
@@ -14,7 +21,10 @@ from tqdm import tqdm
 from ..errors import PretrainError
 from .distributed import all_reduce_sum
 
-__all__ = ["accuracy_counts", "autocast_dtype", "evaluate", "train_one_epoch"]
+__all__ = ["HOST_SYNC_PERIOD", "accuracy_counts", "autocast_dtype", "evaluate", "train_one_epoch"]
+
+#: Training steps between two host reads of the losses (finiteness check, progress bar).
+HOST_SYNC_PERIOD = 20
 
 
 def autocast_dtype(amp_dtype: str, device: torch.device) -> torch.dtype:
@@ -68,6 +78,28 @@ def _progress(iterable, total: int, desc: str, leave: bool = True):
     )
 
 
+@contextlib.contextmanager
+def _cudnn_autotune(device: torch.device):
+    """``torch.backends.cudnn.benchmark`` on CUDA (unless deterministic), restored afterwards."""
+    saved = torch.backends.cudnn.benchmark
+    if device.type == "cuda" and not torch.backends.cudnn.deterministic:
+        torch.backends.cudnn.benchmark = True
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = saved
+
+
+def _check_losses(losses: Sequence[float], first_batch: int, epoch: int) -> None:
+    """Raise FloatingPointError naming the first non-finite loss of a window of batches."""
+    for j, value in enumerate(losses):
+        if not math.isfinite(value):
+            raise FloatingPointError(
+                f"the training loss is {value} at epoch {epoch + 1}, batch {first_batch + j}: "
+                "lower --lr, add --lr-warmup-epochs or --clip-grad-norm"
+            )
+
+
 def train_one_epoch(
     model: torch.nn.Module,
     criterion: torch.nn.Module,
@@ -78,6 +110,7 @@ def train_one_epoch(
     args,
     model_ema: Optional[torch.optim.swa_utils.AveragedModel] = None,
     scaler: Optional[torch.amp.GradScaler] = None,
+    sync_period: int = HOST_SYNC_PERIOD,
 ) -> Dict[str, float]:
     """Train for one pass over ``data_loader``.
 
@@ -92,15 +125,30 @@ def train_one_epoch(
             ``grad_accum_steps``, ``clip_grad_norm``, ``model_ema_steps``, ``lr_warmup_epochs``,
             ``epochs``).
         model_ema: EMA of the unwrapped model, updated every ``args.model_ema_steps`` steps.
-        scaler: gradient scaler for fp16 autocast (None or disabled otherwise).
+        scaler: gradient scaler for fp16 autocast (None or disabled otherwise). With
+            ``args.clip_grad_norm`` the gradients are unscaled before clipping, also for a fused
+            optimizer (whose kernel would otherwise unscale them after the clip).
+        sync_period: batches between host reads of the losses: a non-finite loss is reported
+            at most this many batches late, and the progress bar's loss is updated as often.
 
     Returns:
         dict: ``train_loss`` and ``train_top1`` (over all processes), ``images`` (global count),
         ``time`` (seconds) and ``images_per_sec`` (global).
 
     Raises:
-        FloatingPointError: when the loss stops being finite.
+        FloatingPointError: when the loss stops being finite (naming the epoch and batch).
     """
+    with _cudnn_autotune(device):
+        return _train_one_epoch(
+            model, criterion, optimizer, data_loader, device, epoch, args, model_ema, scaler,
+            max(1, int(sync_period)),
+        )  # fmt: skip
+
+
+def _train_one_epoch(
+    model, criterion, optimizer, data_loader, device, epoch, args, model_ema, scaler, sync_period
+) -> Dict[str, float]:
+    """:func:`train_one_epoch`'s loop (under :func:`_cudnn_autotune`)."""
     model.train()
     amp_dtype = autocast_dtype(args.amp_dtype, device) if args.amp else None
     memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
@@ -108,10 +156,12 @@ def train_one_epoch(
     world = comm.get_world_size()
     num_batches = len(data_loader)
     lr = optimizer.param_groups[0]["lr"]
+    scaling = scaler is not None and scaler.is_enabled()
 
+    # On the device: the last sync_period losses (read together) and the running sums.
+    window = torch.zeros(sync_period, dtype=torch.float64, device=device)
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.float64, device=device)
-    count = torch.zeros((), dtype=torch.float64, device=device)
     optimizer.zero_grad(set_to_none=True)
     start = time.perf_counter()
     seen = 0
@@ -132,23 +182,18 @@ def train_one_epoch(
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                 logits = model(images)["linear"]
                 loss = criterion(logits, target)
-            if not math.isfinite(loss.item()):
-                raise FloatingPointError(
-                    f"the training loss is {loss.item()} at epoch {epoch + 1}, batch {i}: lower "
-                    "--lr, add --lr-warmup-epochs or --clip-grad-norm"
-                )
             scaled = loss / group_size
-            if scaler is not None and scaler.is_enabled():
+            if scaling:
                 scaler.scale(scaled).backward()
             else:
                 scaled.backward()
 
         if is_step:
             if args.clip_grad_norm:
-                if scaler is not None and scaler.is_enabled():
+                if scaling:
                     scaler.unscale_(optimizer)
                 torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip_grad_norm)
-            if scaler is not None and scaler.is_enabled():
+            if scaling:
                 scaler.step(optimizer)
                 scaler.update()
             else:
@@ -163,20 +208,26 @@ def train_one_epoch(
 
         n = images.shape[0]
         with torch.no_grad():
+            window[i % sync_period] = loss.detach()
             loss_sum += loss.detach().double() * n
             correct += accuracy_counts(logits.detach().float(), target, (1,))[1].double()
-            count += n
         seen += n
-        elapsed = time.perf_counter() - start
-        bar.set_postfix(
-            loss=f"{loss_sum.item() / count.item():.4f}",
-            lr=f"{lr:.4g}",
-            img_s=f"{seen * world / max(elapsed, 1e-9):.1f}",
-            refresh=False,
-        )
+        filled = i % sync_period + 1
+        if filled == sync_period or i == num_batches - 1:
+            # the one host read of these steps
+            *losses, total = torch.cat([window[:filled], loss_sum.view(1)]).tolist()
+            _check_losses(losses, i + 1 - filled, epoch)
+            elapsed = time.perf_counter() - start
+            bar.set_postfix(
+                loss=f"{total / seen:.4f}",
+                lr=f"{lr:.4g}",
+                img_s=f"{seen * world / max(elapsed, 1e-9):.1f}",
+                refresh=False,
+            )
     bar.close()
     elapsed = time.perf_counter() - start
 
+    count = torch.tensor(float(seen), dtype=torch.float64, device=device)
     totals = all_reduce_sum(torch.stack([loss_sum, correct, count]))
     loss_total, correct_total, count_total = (float(v) for v in totals.tolist())
     count_total = max(count_total, 1.0)
@@ -211,17 +262,18 @@ def evaluate(
     amp_dtype = autocast_dtype(args.amp_dtype, device) if args.amp else None
     memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
     sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss, top1, top5, count
-    for images, target in _progress(data_loader, len(data_loader), desc, leave=False):
-        images = images.to(device, non_blocking=True, memory_format=memory_format)
-        target = target.to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            logits = model(images)["linear"]
-        logits = logits.float()
-        hits = accuracy_counts(logits, target, (1, 5))
-        sums[0] += F.cross_entropy(logits, target, reduction="sum").double()
-        sums[1] += hits[1].double()
-        sums[2] += hits[5].double()
-        sums[3] += target.shape[0]
+    with _cudnn_autotune(device):
+        for images, target in _progress(data_loader, len(data_loader), desc, leave=False):
+            images = images.to(device, non_blocking=True, memory_format=memory_format)
+            target = target.to(device, non_blocking=True)
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                logits = model(images)["linear"]
+            logits = logits.float()
+            hits = accuracy_counts(logits, target, (1, 5))
+            sums[0] += F.cross_entropy(logits, target, reduction="sum").double()
+            sums[1] += hits[1].double()
+            sums[2] += hits[5].double()
+            sums[3] += target.shape[0]
     loss, top1, top5, count = all_reduce_sum(sums).tolist()
     count = max(count, 1.0)
     return {
