@@ -7,18 +7,24 @@ few keys of the training tools (``SOLVER.OPTIMIZER``/``BETAS``/``AMP.PRECISION``
 documented path ``cfg = get_cfg(); add_se_config(cfg); cfg.merge_from_file(...)`` loads every
 shipped config.
 :func:`get_se_cfg` is ``get_cfg()`` + :func:`add_se_config` + merge, and the shipped configs are
-found here (:func:`get_config_file`). This module imports nothing from the rest of the package:
-it is the bottom of the layering.
+found here (:func:`get_config_file`); :func:`merge_config_file` / :func:`merge_config_opts` merge
+with errors that name the file or the override at fault. This module imports only
+:mod:`se_detectron.errors` from the package: it is the bottom of the layering.
 """
 
+import os
 from pathlib import Path
 from typing import Any, List, Mapping, Optional, Sequence
 
+import yaml
 from detectron2.config import CfgNode as CN
 from detectron2.config import get_cfg
 
+from .errors import SEDetectronError
+
 __all__ = [
     "CONFIG_ROOT",
+    "ConfigError",
     "DEFAULT_COCO_EVAL_BACKEND",
     "add_se_config",
     "config_opts",
@@ -26,6 +32,8 @@ __all__ = [
     "get_config_file",
     "get_se_cfg",
     "list_configs",
+    "merge_config_file",
+    "merge_config_opts",
 ]
 
 #: The shipped configs: inside the package (as Detectron2's model_zoo configs), so that an installed
@@ -190,10 +198,106 @@ def get_se_cfg(config_file: Optional[str] = None, opts: Sequence[str] = ()):
     if config_file:
         if not Path(config_file).is_file():
             config_file = get_config_file(config_file)
-        cfg.merge_from_file(config_file)
+        merge_config_file(cfg, config_file)
     if opts:
-        cfg.merge_from_list(list(opts))
+        merge_config_opts(cfg, opts)
     return cfg
+
+
+class ConfigError(SEDetectronError, ValueError):
+    """A config file or override cannot be merged; the message names the file or the key."""
+
+
+_KEY_HINT = "SE options live under MODEL.SE, see se_detectron/config.py"
+
+
+def _base_path(base: str, referring_file: str) -> str:
+    # where Detectron2's CfgNode.load_yaml_with_base looks for a _BASE_
+    base = os.path.expanduser(base)
+    if base.startswith(("/", "https://", "http://")):
+        return base
+    return os.path.join(os.path.dirname(referring_file), base)
+
+
+class _BaseOnlyLoader(yaml.SafeLoader):
+    """Reads a config for its ``_BASE_`` only: Python tags (``!!python/object/apply:eval``,
+    which Detectron2 evaluates when it merges) are read as None, not run."""
+
+
+_BaseOnlyLoader.add_multi_constructor("", lambda loader, suffix, node: None)
+
+
+def check_config_bases(config_file: str) -> None:
+    """Check that ``config_file`` and every ``_BASE_`` it inherits from exist and are YAML.
+
+    Raises:
+        ConfigError: naming the missing base and the file that refers to it, or the file that
+            is not valid YAML.
+    """
+    seen = set()
+    path = config_file
+    while path and path not in seen and not path.startswith(("https://", "http://")):
+        seen.add(path)
+        try:
+            with open(path) as f:
+                content = yaml.load(f, Loader=_BaseOnlyLoader)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {path!r} is not valid YAML: {e}") from None
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"config file {path!r} is not a text (YAML) file: {e}") from None
+        base = content.get("_BASE_") if isinstance(content, dict) else None
+        if not base:
+            return
+        resolved = _base_path(str(base), path)
+        if not os.path.isfile(resolved) and not resolved.startswith(("https://", "http://")):
+            raise ConfigError(
+                f"config file {path!r} inherits from _BASE_: {base!r}, but {resolved!r} does "
+                "not exist (a relative _BASE_ is resolved from the folder of the file that "
+                "names it)"
+            )
+        path = resolved
+
+
+def merge_config_file(cfg, config_file: str) -> None:
+    """``cfg.merge_from_file(config_file)`` with errors naming the file.
+
+    Raises:
+        ConfigError: a missing ``_BASE_`` (naming the file that refers to it), invalid YAML, an
+            unknown key or a value of the wrong type, naming ``config_file``.
+    """
+    check_config_bases(config_file)
+    try:
+        cfg.merge_from_file(config_file)
+    except (KeyError, AssertionError, ValueError) as e:
+        # yacs: unknown key -> KeyError, wrong type -> ValueError
+        message = str(e.args[0] if e.args else e)
+        raise ConfigError(f"config error in {config_file}: {message} ({_KEY_HINT})") from None
+
+
+def merge_config_opts(cfg, opts: Sequence[str]) -> None:
+    """``cfg.merge_from_list(opts)`` with errors naming the command-line override.
+
+    Args:
+        cfg: the config.
+        opts: ``["KEY", "VALUE", ...]``.
+
+    Raises:
+        ConfigError: an odd number of items, an unknown key or a value of the wrong type.
+    """
+    opts = list(opts)
+    if len(opts) % 2:
+        raise ConfigError(
+            f"config overrides on the command line come in KEY VALUE pairs, but {opts[-1]!r} "
+            f"has no value ({len(opts)} items: {' '.join(map(str, opts))})"
+        )
+    try:
+        cfg.merge_from_list(opts)
+    except (KeyError, AssertionError, ValueError) as e:
+        # yacs: unknown key -> AssertionError, wrong type -> ValueError
+        message = str(e.args[0] if e.args else e)
+        raise ConfigError(
+            f"config error in the command-line overrides: {message} ({_KEY_HINT})"
+        ) from None
 
 
 def config_value(cfg, dotted_key: str) -> Any:

@@ -128,7 +128,7 @@ class DemoPlan:
                 *tool("train_net"),
                 "--config-file",
                 config_file,
-                "--resume",
+                "--resume-if-possible",
                 "OUTPUT_DIR",
                 finetune_dir,
                 "MODEL.WEIGHTS",

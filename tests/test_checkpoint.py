@@ -285,7 +285,7 @@ def test_hub_config_json_names_the_architecture(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "architecture   : se_resnetaa50d: SE-ResNet-50-D anti-aliased" in out
     assert "MODEL.SE.ANTI_ALIAS: True" in out
-    assert convert_pretrained.main([*argv, "--arch", "seresnext26d_32x4d"]) == 1
+    assert convert_pretrained.main([*argv, "--arch", "seresnext26d_32x4d"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: --arch seresnext26d_32x4d: the architecture has MODEL.RESNETS.")
 
@@ -547,11 +547,11 @@ def test_resnet_d_weights_in_the_detector(tmp_path):
 def test_cli_errors(tmp_path, capsys):
     bare = tmp_path / "bare.pth"
     torch.save({"foo.weight": torch.zeros(2)}, bare)
-    assert convert_pretrained.main([str(bare), str(tmp_path / "o.pkl")]) == 1
+    assert convert_pretrained.main([str(bare), str(tmp_path / "o.pkl")]) == 2
     assert "--source" in capsys.readouterr().err
-    assert convert_pretrained.main([str(bare), str(tmp_path / "o.pkl"), "--ema"]) == 1
+    assert convert_pretrained.main([str(bare), str(tmp_path / "o.pkl"), "--ema"]) == 2
     assert "EMA" in capsys.readouterr().err
-    assert convert_pretrained.main([str(tmp_path / "nope.pth"), str(tmp_path / "o.pkl")]) == 1
+    assert convert_pretrained.main([str(tmp_path / "nope.pth"), str(tmp_path / "o.pkl")]) == 2
     assert "nope.pth" in capsys.readouterr().err
     assert not (tmp_path / "o.pkl").exists()
 

@@ -19,7 +19,13 @@ LAYERS = [
     {"demo", "analysis", "benchmark", "configs", "__main__", "(root)"},
 ]
 # imports within a layer that are part of the design (the higher package uses the lower one)
-SAME_LAYER = {("engine", "checkpoint"), ("export", "checkpoint"), ("model_zoo", "checkpoint")}
+SAME_LAYER = {
+    ("config", "errors"),
+    ("utils", "errors"),
+    ("engine", "checkpoint"),
+    ("export", "checkpoint"),
+    ("model_zoo", "checkpoint"),
+}
 
 
 def _module_name(path: Path) -> str:

@@ -8,6 +8,8 @@
 * :class:`SEDetectionCheckpointer`: atomic saves, FileNotFoundError for missing weights, errors
   for backbone shape mismatches and for frozen layers left random;
   :func:`check_no_frozen_random_init` for runs without weights.
+* :func:`prepare_run_dir`: a training run's output folder is never overwritten by accident;
+  :func:`load_weights_file`: a damaged weights file is one error naming it.
 """
 
 from .checkpointer import (
@@ -34,6 +36,7 @@ from .formats import (
     strip_common_prefix,
 )
 from .infer import SEArchitecture, infer_architecture, match_arch, validate_trunk_state_dict
+from .run_dir import RunDirError, prepare_run_dir, remove_stale_temp_files
 from .settings import (
     IMAGENET_RGB_PIXEL_MEAN,
     IMAGENET_RGB_PIXEL_STD,
@@ -41,6 +44,7 @@ from .settings import (
     required_config,
     source_settings,
 )
+from .weights_file import WeightsFileError, load_weights_file
 
 __all__ = [
     "IMAGENET_RGB_PIXEL_MEAN",
@@ -52,7 +56,9 @@ __all__ = [
     "ConversionResult",
     "FrozenRandomInitError",
     "SEArchitecture",
+    "RunDirError",
     "SEDetectionCheckpointer",
+    "WeightsFileError",
     "check_no_frozen_random_init",
     "config_mismatches",
     "convert_checkpoint",
@@ -62,9 +68,12 @@ __all__ = [
     "format_summary",
     "frozen_state_keys",
     "infer_architecture",
+    "load_weights_file",
     "load_checkpoint_file",
     "match_arch",
+    "prepare_run_dir",
     "read_converted",
+    "remove_stale_temp_files",
     "rename_state_dict",
     "required_config",
     "save_converted",

@@ -32,7 +32,9 @@ from detectron2.modeling.backbone.resnet import ResNet
 from torch import nn
 
 from ..errors import SEDetectronError
+from ..utils.atomic import disk_full_error
 from .settings import config_mismatches
+from .weights_file import load_weights_file
 
 __all__ = [
     "BackboneShapeMismatchError",
@@ -195,13 +197,22 @@ class SEDetectionCheckpointer(DetectionCheckpointer):
         The parent writes the data to ``.{name}.pth.<random>.tmp.pth`` and calls
         :meth:`tag_last_checkpoint`, which renames it to ``{name}.pth`` before writing the
         marker; on failure the temporary file is removed and nothing else changes.
+
+        Raises:
+            DiskFullError: no space left, naming the checkpoint that was kept.
         """
         if not self.save_dir or not self.save_to_disk:
             return super().save(name, **kwargs)
         temp_name = f".{name}.pth.{uuid.uuid4().hex[:12]}.tmp"
         self._atomic_pending = (f"{temp_name}.pth", f"{name}.pth")
+        previous = self.get_checkpoint_file() if self.has_checkpoint() else None
         try:
             super().save(temp_name, **kwargs)
+        except Exception as e:
+            full = disk_full_error(e, os.path.join(self.save_dir, f"{name}.pth"), previous)
+            if full is not None:
+                raise full from e
+            raise
         finally:
             self._atomic_pending = None
             leftover = os.path.join(self.save_dir, f"{temp_name}.pth")
@@ -259,6 +270,13 @@ class SEDetectionCheckpointer(DetectionCheckpointer):
                         "(with MODEL.BACKBONE.FREEZE_AT 0) to train from scratch."
                     )
         return super().load(path, *args, **kwargs)
+
+    def _load_file(self, filename: str) -> Dict[str, Any]:
+        """Detectron2's reader, with an empty, truncated or foreign file as one
+        :class:`~se_detectron.checkpoint.weights_file.WeightsFileError` naming it."""
+        resuming = self.has_checkpoint() and filename == self.get_checkpoint_file()
+        what = "checkpoint" if resuming else self.weights_name
+        return load_weights_file(filename, super()._load_file, what)
 
     def _load_model(self, checkpoint: Any):
         """Load as Detectron2 does, then enforce backbone shapes and the frozen-random guard.

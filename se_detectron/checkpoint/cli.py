@@ -16,10 +16,9 @@ Run it as ``se-convert-pretrained``, ``python -m se_detectron convert_pretrained
 """
 
 import argparse
-import sys
 from typing import List, Optional
 
-from ..errors import SEDetectronError
+from ..errors import user_error_status
 from .convert import convert_checkpoint, format_summary
 from .formats import SOURCE_FORMATS
 
@@ -75,21 +74,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    """Run the converter; returns the exit status (0 success, 1 conversion error)."""
+    """Run the converter; returns the exit status (0 success, 2 after one ``error:`` line)."""
     args = build_parser().parse_args(argv)
-    try:
-        result = convert_checkpoint(
-            args.input,
-            args.output,
-            source=args.source,
-            ema=args.ema,
-            trust_pickle=args.trust_pickle,
-            write_config=args.write_config,
-            base_config=args.base_config,
-            arch=args.arch,
-        )
-    except (SEDetectronError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    return user_error_status(_convert, args)
+
+
+def _convert(args: argparse.Namespace) -> None:
+    result = convert_checkpoint(
+        args.input,
+        args.output,
+        source=args.source,
+        ema=args.ema,
+        trust_pickle=args.trust_pickle,
+        write_config=args.write_config,
+        base_config=args.base_config,
+        arch=args.arch,
+    )
     print(format_summary(result))
-    return 0

@@ -102,6 +102,14 @@ def convert_state_dict(
     if not renamed.state_dict:
         raise ConversionError(f"no trunk weights in the checkpoint read as {source!r}")
     inferred = replace(infer_architecture(renamed.state_dict), avg_down=renamed.avg_down)
+    if not inferred.se_stages:
+        raise ConversionError(
+            f"the checkpoint (read as {source!r}) has no SE units: a plain {inferred.depth}-layer "
+            "ResNet/ResNeXt (e.g. torchvision's), for which se_detectron's SE trunks "
+            "would keep every SE layer at its random initialization. Convert SE weights "
+            "(timm seresnet*/seresnext*, Cadene SENets, tools/pretrain_imagenet.py) or train a "
+            "plain ResNet with Detectron2's own configs"
+        )
     config, notes = required_config(source, inferred, container)
     if arch:
         notes.append(_apply_arch(arch, config))

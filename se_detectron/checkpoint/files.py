@@ -11,6 +11,7 @@ import yaml
 
 from ..utils import atomic_write
 from .formats import ConversionError
+from .weights_file import load_weights_file
 
 __all__ = [
     "CONVERTED_AUTHOR",
@@ -49,26 +50,30 @@ def load_checkpoint_file(path: str, *, trust_pickle: bool = False) -> Mapping[st
         FileNotFoundError: if ``path`` does not exist.
         ConversionError: if the file cannot be read safely, or is not a dict.
     """
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"input checkpoint {path!r} does not exist")
+    obj = load_weights_file(path, lambda p: _load(p, trust_pickle), "input checkpoint")
+    if not isinstance(obj, Mapping):
+        raise ConversionError(f"{path} holds a {type(obj).__name__}, not a dict / state dict")
+    return obj
+
+
+def _load(path: str, trust_pickle: bool) -> Any:
     if path.endswith(".safetensors"):
         from safetensors.torch import load_file
 
         return load_file(path, device="cpu")
+    if trust_pickle:
+        return torch.load(path, map_location="cpu", weights_only=False)
     try:
-        if trust_pickle:
-            obj = torch.load(path, map_location="cpu", weights_only=False)
-        else:
-            with torch.serialization.safe_globals([argparse.Namespace]):
-                obj = torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
+        # the line of PyTorch's long text that names the refused object
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()] or [""]
+        cause = next((line for line in lines if "Unsupported global" in line), lines[0])
         raise ConversionError(
-            f"{path} holds Python objects that torch.load(weights_only=True) refuses ({e}). "
-            "If you trust the file, pass --trust-pickle (trust_pickle=True)."
+            f"{path} holds Python objects that torch.load(weights_only=True) refuses "
+            f"({cause[:160]}). If you trust the file, pass --trust-pickle (trust_pickle=True)."
         ) from e
-    if not isinstance(obj, Mapping):
-        raise ConversionError(f"{path} holds a {type(obj).__name__}, not a dict / state dict")
-    return obj
 
 
 def _is_state_dict(obj: Any) -> bool:

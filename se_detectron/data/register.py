@@ -25,6 +25,7 @@ from detectron2.data.datasets import load_coco_json
 from detectron2.structures import BoxMode
 
 from ..errors import SEDetectronError
+from .coco_checks import check_image_sizes, degenerate_boxes, drop_degenerate_boxes
 
 __all__ = [
     "DatasetConfigError",
@@ -170,7 +171,9 @@ def _require(path, kind, what, is_dir=False):
 
 
 def _validate_coco_json(json_file, image_root, what):
-    """Check that ``json_file`` is COCO instances json whose images exist under ``image_root``."""
+    """Check that ``json_file`` is COCO instances json whose images exist under ``image_root``
+    with the sizes it gives, and that it has annotations; returns the ids of its degenerate
+    boxes (width or height <= 0)."""
     try:
         with open(json_file) as f:
             data = json.load(f)
@@ -219,7 +222,11 @@ def _validate_coco_json(json_file, image_root, what):
                 f"{ann['image_id']!r}, which is not in 'images'."
             )
         bbox = ann["bbox"]
-        if not (isinstance(bbox, list) and len(bbox) == 4):
+        if not (
+            isinstance(bbox, list)
+            and len(bbox) == 4
+            and all(isinstance(v, (int, float)) for v in bbox)
+        ):
             raise DatasetConfigError(
                 f"{what}: annotation {ann['id']} in '{json_file}' has bbox {bbox!r}; "
                 "expected [x, y, width, height]."
@@ -235,6 +242,39 @@ def _validate_coco_json(json_file, image_root, what):
             f"'{json_file}' does not exist ({len(missing_images)} of {len(data['images'])} "
             f"images are missing under image root '{image_root}')."
         )
+    degenerate = degenerate_boxes(data["annotations"])
+    if len(degenerate) == len(data["annotations"]):
+        dropped = f" ({len(degenerate)} have a bbox of width or height <= 0)" if degenerate else ""
+        raise DatasetConfigError(
+            f"{what}: '{json_file}' has no usable annotations{dropped} for its "
+            f"{len(data['images'])} images: nothing to train or evaluate on."
+        )
+    wrong_sizes = check_image_sizes(data["images"], image_root)
+    if wrong_sizes:
+        raise DatasetConfigError(
+            f"{what}: the width/height in '{json_file}' must be those of the image files under "
+            f"'{image_root}': {'; '.join(wrong_sizes)}."
+        )
+    return degenerate
+
+
+# (json, image root, json mtime and size) -> ids of its degenerate boxes: the json and the image
+# headers are checked once per process, not every time the dataset is loaded
+_CHECKED_COCO = {}
+
+
+def _checked_coco_json(json_file, image_root, what):
+    stat = os.stat(json_file)
+    key = (json_file, image_root, stat.st_mtime_ns, stat.st_size)
+    if key not in _CHECKED_COCO:
+        degenerate = _validate_coco_json(json_file, image_root, what)
+        if degenerate:
+            logger.warning(
+                f"{what}: dropping {len(degenerate)} annotation(s) of '{json_file}' whose bbox "
+                f"has a width or height <= 0 (first: annotation id {degenerate[0]!r})"
+            )
+        _CHECKED_COCO[key] = degenerate
+    return _CHECKED_COCO[key]
 
 
 def register_coco_dataset(name, json_file, image_root, validate=True):
@@ -243,9 +283,11 @@ def register_coco_dataset(name, json_file, image_root, validate=True):
     Category ids may be arbitrary (non-contiguous, starting at 0): Detectron2's
     ``load_coco_json`` maps them to ``0..K-1`` and records ``thing_dataset_id_to_contiguous_id``
     (and ``thing_classes``, taken from the file) when the dataset is loaded; images without
-    annotations are kept. Paths are checked now; with ``validate`` the json structure and the
-    existence of every image are checked when the dataset is loaded (this parses the json once
-    more than Detectron2 does).
+    annotations are kept, boxes of zero or negative width or height are dropped (with a warning
+    giving their count and the first annotation id). Paths are checked now; with ``validate``
+    the json structure, the existence of every image, its size (from the file's header) and that
+    there are annotations are checked when the dataset is first loaded in the process (this
+    parses the json once more than Detectron2 does).
 
     Args:
         name (str): dataset name.
@@ -264,9 +306,11 @@ def register_coco_dataset(name, json_file, image_root, validate=True):
 
     def load():
         _require(json_file, "annotation file", what)
-        if validate:
-            _validate_coco_json(json_file, image_root, what)
-        return load_coco_json(json_file, image_root, name)
+        degenerate = _checked_coco_json(json_file, image_root, what) if validate else True
+        dicts = load_coco_json(json_file, image_root, name)
+        if degenerate:
+            drop_degenerate_boxes(dicts)
+        return dicts
 
     register_once(name, load, json_file=json_file, image_root=image_root, evaluator_type="coco")
     return name

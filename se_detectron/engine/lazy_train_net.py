@@ -5,7 +5,8 @@ Detectron2's ``tools/lazyconfig_train_net.py`` usage (``--config-file``, ``--res
 ``key=value`` overrides) plus ``--register-coco`` / ``--register-voc``, with what
 ``tools/train_net.py`` has: shipped config names (``COCO-Detection/faster_rcnn_SE_R_50_FPN_1x.py``),
 exact resume, atomic checkpoints, ``--num-gpus N`` as N gloo processes on a CPU machine (cores
-split between them), ``final_results.json``, and user errors as one ``error:`` line (exit 2).
+split between them), ``final_results.json``, user errors as one ``error:`` line (exit 2), and
+the run-folder rules (``--resume`` / ``--resume-if-possible`` / ``--overwrite``).
 """
 
 import logging
@@ -32,7 +33,13 @@ from .lazy_trainer import (
     create_lazy_ddp_model,
     do_test,
 )
-from .train_net import UserError, argument_parser, launch_reporting_errors, write_final_results
+from .train_net import (
+    UserError,
+    argument_parser,
+    launch_reporting_errors,
+    prepare_output_dir,
+    write_final_results,
+)
 
 __all__ = ["cli", "lazy_argument_parser", "main", "register_datasets", "setup"]
 
@@ -90,6 +97,7 @@ def setup(args):
             "--eval-only needs weights: add train.init_checkpoint=/path/to/model_final.pth"
         )
     register_datasets(cfg, args)
+    prepare_output_dir(cfg.train.output_dir, args, key="train.output_dir")
     default_setup(cfg, args)
     setup_logger(cfg.train.output_dir, distributed_rank=comm.get_rank(), name="se_detectron")
     return cfg

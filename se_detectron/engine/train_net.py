@@ -9,7 +9,6 @@ DistributedDataParallel over gloo.
 
 import logging
 import os
-import sys
 
 import torch
 from detectron2.engine import default_argument_parser, default_setup, launch
@@ -18,20 +17,25 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 from yacs.config import CfgNode
 
-from ..checkpoint import (
-    SEDetectionCheckpointer,
+from ..checkpoint import SEDetectionCheckpointer, prepare_run_dir
+from ..config import (
+    get_config_file,
+    get_se_cfg,
+    list_configs,
+    merge_config_file,
+    merge_config_opts,
 )
-from ..config import get_config_file, get_se_cfg, list_configs
 from ..data import (
     check_datasets_registered,
     check_same_classes,
     register_datasets_from_cfg,
 )
-from ..errors import SEDetectronError
+from ..errors import USER_ERRORS, SEDetectronError, exit_on_user_error
 from ..utils import atomic_write_json
 from .trainer import SETrainer
 
 __all__ = [
+    "CHECKPOINT_PATTERNS",
     "USER_ERRORS",
     "UserError",
     "argument_parser",
@@ -39,12 +43,16 @@ __all__ = [
     "cpu_threads_per_process",
     "launch_reporting_errors",
     "main",
+    "prepare_output_dir",
     "run_reporting_errors",
     "setup",
     "write_final_results",
 ]
 
 logger = logging.getLogger("se_detectron")
+
+#: The files of a training run that --overwrite would replace and --resume continues.
+CHECKPOINT_PATTERNS = ("last_checkpoint", "model_*.pth")
 
 
 class UserError(SEDetectronError):
@@ -82,31 +90,69 @@ def argument_parser(epilog=None):
         "entries giving one root different classes are an error. Same as adding the entry to "
         "DATASETS.REGISTER_VOC.",
     )
+    parser.add_argument(
+        "--resume-if-possible",
+        action="store_true",
+        help="resume from OUTPUT_DIR's last checkpoint if there is one, else start a new run "
+        "(for jobs that are restarted; plain --resume with nothing to resume is an error)",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start a new run in an OUTPUT_DIR that holds the checkpoints of an earlier run "
+        "(they are replaced); without it, or --resume, such a folder is refused",
+    )
     return parser
 
 
 def _merge(cfg, args):
-    try:
-        if args.config_file:
-            if not os.path.isfile(args.config_file):
-                try:  # a config shipped in the package, e.g. "COCO-Detection/....yaml"
-                    args.config_file = get_config_file(args.config_file)
-                except FileNotFoundError:
-                    raise UserError(
-                        f"--config-file {args.config_file!r}: no such file, and no config of that "
-                        f"name ships with se_detectron (shipped: {', '.join(list_configs())})"
-                    ) from None
-            cfg.merge_from_file(args.config_file)
-        cfg.merge_from_list(list(args.opts))
-    except (KeyError, AssertionError) as e:
-        # yacs reports unknown keys as KeyError (files) or AssertionError (command line)
-        message = str(e.args[0] if e.args else e)
-        raise UserError(
-            f"config error: {message} (in {args.config_file or 'the command line'}; SE options "
-            "live under MODEL.SE, see se_detectron/config.py)"
-        ) from e
+    if args.config_file:
+        if not os.path.isfile(args.config_file):
+            try:  # a config shipped in the package, e.g. "COCO-Detection/....yaml"
+                args.config_file = get_config_file(args.config_file)
+            except FileNotFoundError:
+                raise UserError(
+                    f"--config-file {args.config_file!r}: no such file, and no config of that "
+                    f"name ships with se_detectron (shipped: {', '.join(list_configs())})"
+                ) from None
+        merge_config_file(cfg, args.config_file)
+    merge_config_opts(cfg, args.opts)
     cfg.DATASETS.REGISTER_COCO = list(cfg.DATASETS.REGISTER_COCO) + list(args.register_coco)
     cfg.DATASETS.REGISTER_VOC = list(cfg.DATASETS.REGISTER_VOC) + list(args.register_voc)
+
+
+def _check_batch_size(cfg, args):
+    world_size = args.num_gpus * args.num_machines if args.num_gpus else args.num_machines
+    batch = cfg.SOLVER.IMS_PER_BATCH
+    if batch < 1 or batch % max(world_size, 1):
+        raise UserError(
+            f"SOLVER.IMS_PER_BATCH {batch}: the total batch must be a positive multiple of the "
+            f"{max(world_size, 1)} training process(es)"
+        )
+
+
+def prepare_output_dir(output_dir, args, key="OUTPUT_DIR"):
+    """Apply the run-folder rules of :func:`~se_detectron.checkpoint.prepare_run_dir` for a
+    training run (nothing for ``--eval-only``) and set ``args.resume`` to whether it resumes.
+
+    Args:
+        output_dir: the run's folder.
+        args: parsed arguments (``resume``, ``resume_if_possible``, ``overwrite``,
+            ``eval_only``).
+        key: the config key of the folder, for messages.
+    """
+    if args.eval_only:
+        return
+    args.resume = prepare_run_dir(
+        output_dir,
+        checkpoint_patterns=CHECKPOINT_PATTERNS,
+        resume_file="last_checkpoint",
+        resume=args.resume,
+        resume_if_possible=args.resume_if_possible,
+        overwrite=args.overwrite,
+        key=key,
+        main_process=comm.is_main_process(),
+    )
 
 
 def setup(args) -> CfgNode:
@@ -117,6 +163,7 @@ def setup(args) -> CfgNode:
     """
     cfg = get_se_cfg()
     _merge(cfg, args)
+    _check_batch_size(cfg, args)
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
         logging.getLogger("se_detectron").warning(
             "MODEL.DEVICE=%s but CUDA is not available: using MODEL.DEVICE=cpu", cfg.MODEL.DEVICE
@@ -130,6 +177,7 @@ def setup(args) -> CfgNode:
     check_datasets_registered(names)
     if not args.eval_only:
         check_same_classes(cfg.DATASETS.TRAIN, cfg.DATASETS.TEST)
+    prepare_output_dir(cfg.OUTPUT_DIR, args)
     default_setup(cfg, args)
     setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="se_detectron")
     return cfg
@@ -212,11 +260,6 @@ def main(args):
     return results
 
 
-# Errors a user can cause (config, files, data, weights, diverging loss): reported as one
-# message naming what to fix, after Detectron2 has logged the details.
-USER_ERRORS = (SEDetectronError, FileNotFoundError, FloatingPointError)
-
-
 def _main_reporting_errors(args):
     return run_reporting_errors(main, args)
 
@@ -225,8 +268,9 @@ def run_reporting_errors(main_fn, args):
     """Run ``main_fn(args)`` in one training process: CPU thread split, user errors in one line.
 
     With ``--num-gpus N`` on a CPU machine the cores are split between the N processes (see
-    :func:`cpu_threads_per_process`). A user error (:data:`USER_ERRORS`) is printed as one
-    ``error: ...`` line on stderr and the process exits with status 2.
+    :func:`cpu_threads_per_process`). A user error (:data:`~se_detectron.errors.USER_ERRORS`,
+    a full disk, a read-only folder) is printed as one ``error: ...`` line on stderr and the
+    process exits with status 2 (:func:`~se_detectron.errors.exit_on_user_error`).
 
     Args:
         main_fn: the tool's ``main(args)``.
@@ -241,12 +285,7 @@ def run_reporting_errors(main_fn, args):
                 f"cores: {threads} torch thread(s) each (set OMP_NUM_THREADS to choose)",
                 flush=True,
             )
-    try:
-        return main_fn(args)
-    except USER_ERRORS as e:
-        message = " | ".join(line.strip() for line in str(e).strip().splitlines() if line.strip())
-        print(f"error: {message}", file=sys.stderr)
-        sys.exit(2)
+    return exit_on_user_error(main_fn, args)
 
 
 def launch_reporting_errors(main_fn, args):

@@ -9,6 +9,7 @@ from typing import List, Optional
 import torch
 
 from ..config import get_se_cfg
+from ..errors import user_error_status
 from ..utils import atomic_write_json
 from .core import (
     EXPORT_FORMATS,
@@ -98,9 +99,14 @@ def main(args: argparse.Namespace) -> dict:
 
 
 def cli(argv: Optional[List[str]] = None) -> int:
-    """Entry point: returns 0 if the export verified, 1 otherwise."""
+    """Entry point: 0 if the export verified, 1 if it did not, 2 after a user error's one
+    ``error:`` line (missing weights or sample image, bad config, ...)."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = get_parser().parse_args(argv)
+    return user_error_status(_export_and_report, args)
+
+
+def _export_and_report(args: argparse.Namespace) -> int:
     try:
         report = main(args)
     except ExportVerificationError as e:

@@ -134,7 +134,7 @@ def load_sample_image(cfg, path: Optional[str] = None) -> Tensor:
         register_synthetic_datasets()
         path = DatasetCatalog.get("se_synthetic_val")[0]["file_name"]
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"sample image not found: {path}")
+        raise FileNotFoundError(f"--sample-image {path!r} does not exist")
     image = utils.read_image(path, format=cfg.INPUT.FORMAT)
     resize = T.ResizeShortestEdge(
         [cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MIN_SIZE_TEST], cfg.INPUT.MAX_SIZE_TEST

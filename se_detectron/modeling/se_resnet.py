@@ -8,6 +8,7 @@ Only what Squeeze-and-Excitation needs is added to Detectron2: the SE blocks
 the yacs one; both assemble the trunk with the same code.
 """
 
+import logging
 from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 from detectron2.layers import CNNBlockBase, ShapeSpec
@@ -38,6 +39,8 @@ __all__ = [
     "build_se_resnet_backbone",
     "make_se_resnet",
 ]
+
+logger = logging.getLogger(__name__)
 
 
 def se_block_kwargs(cfg, stage: str, bottleneck_channels: int, dilation: int = 1) -> Dict[str, Any]:
@@ -287,5 +290,13 @@ def build_se_resnet_backbone(cfg, input_shape: ShapeSpec) -> ResNet:
     """Backbone builder: the SE trunk, outputs ``MODEL.RESNETS.OUT_FEATURES``.
 
     Select it with ``MODEL.BACKBONE.NAME: "build_se_resnet_backbone"`` (e.g. C4-style models).
+    With Detectron2's ``Res5ROIHeads`` (a C4 config that swaps only the backbone), res5 lives in
+    the box head and would have no SE units: a warning names ``SERes5ROIHeads``.
     """
+    if cfg.MODEL.ROI_HEADS.NAME == "Res5ROIHeads" and "res5" in cfg.MODEL.SE.STAGES:
+        logger.warning(
+            "MODEL.ROI_HEADS.NAME is Detectron2's Res5ROIHeads: the res5 stage of this C4 model "
+            "is in the box head and has no SE units although MODEL.SE.STAGES lists res5. Set "
+            "MODEL.ROI_HEADS.NAME SERes5ROIHeads (as configs/Base-SE-RCNN-C4.yaml does)"
+        )
     return build_se_resnet(cfg, input_shape)

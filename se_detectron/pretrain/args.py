@@ -189,6 +189,12 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
         help="checkpoint to continue from, or 'auto' for OUTPUT_DIR/checkpoint.pth "
         "(starts afresh if it does not exist yet)",
     )
+    g.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start a new run in an --output-dir that holds checkpoint.pth / best.pth of an "
+        "earlier run (they are replaced); without it, or --resume, such a folder is refused",
+    )
     g.add_argument("--test-only", action="store_true", help="only evaluate (e.g. with --resume)")
     g.add_argument("--seed", type=int, default=0)
     return p

@@ -13,9 +13,10 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler
 from torch.utils.data.dataloader import default_collate
 from torchvision.datasets import ImageFolder
-from torchvision.datasets.folder import IMG_EXTENSIONS
+from torchvision.datasets.folder import IMG_EXTENSIONS, pil_loader
 from torchvision.transforms import v2
 
+from ..data.mapper import ImageReadError
 from ..errors import PretrainError
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "check_image_folder",
     "load_data",
     "make_loaders",
+    "read_rgb_image",
 ]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -116,6 +118,20 @@ def check_image_folder(path: str) -> List[str]:
     )
 
 
+def read_rgb_image(path: str):
+    """torchvision's ``ImageFolder`` loader (PIL, RGB); an unreadable file is an error naming it.
+
+    Raises:
+        ImageReadError: naming ``path`` and the cause (truncated, not an image, unreadable).
+    """
+    try:
+        return pil_loader(path)
+    except (OSError, SyntaxError, ValueError) as e:  # PIL.UnidentifiedImageError is an OSError
+        raise ImageReadError(
+            f"cannot read image {path!r} ({type(e).__name__}: {e}): remove or replace the file"
+        ) from None
+
+
 def load_data(
     root: str,
     train_crop_size: int = 224,
@@ -135,7 +151,8 @@ def load_data(
         min_scale: RandomResizedCrop's smallest area fraction.
 
     Returns:
-        tuple: ``(dataset_train, dataset_val)``; both have the same ``classes``.
+        tuple: ``(dataset_train, dataset_val)``; both have the same ``classes``; an image that
+        cannot be read raises :class:`~se_detectron.data.mapper.ImageReadError` naming it.
 
     Raises:
         FileNotFoundError: if ``root/train`` or ``root/val`` is missing.
@@ -153,9 +170,13 @@ def load_data(
             f"{only_val[:10]}"
         )
     dataset_train = ImageFolder(
-        train_dir, build_train_transform(train_crop_size, hflip=hflip, min_scale=min_scale)
+        train_dir,
+        build_train_transform(train_crop_size, hflip=hflip, min_scale=min_scale),
+        loader=read_rgb_image,
     )
-    dataset_val = ImageFolder(val_dir, build_eval_transform(val_resize_size, val_crop_size))
+    dataset_val = ImageFolder(
+        val_dir, build_eval_transform(val_resize_size, val_crop_size), loader=read_rgb_image
+    )
     return dataset_train, dataset_val
 
 

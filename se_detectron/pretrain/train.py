@@ -13,7 +13,6 @@ tools/pretrain_imagenet.py`` (one process per GPU, or CPU processes with Gloo).
 import json
 import os
 import random
-import sys
 import time
 from typing import Any, Dict, Optional
 
@@ -23,13 +22,14 @@ from detectron2.utils import comm
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torchvision.transforms import v2
 
+from ..checkpoint.run_dir import prepare_run_dir
 from ..config import get_se_cfg
 from ..data.synthetic_crops import (
     SYNTHETIC_CROPS_NAME,
     default_synthetic_crops_root,
     write_synthetic_crops,
 )
-from ..errors import PretrainError, SEDetectronError
+from ..errors import PretrainError, user_error_status
 from ..modeling import build_se_resnet_classifier
 from ..modeling.archs import apply_arch, find_arch
 from ..utils.optim import fused_kernel_args
@@ -199,6 +199,26 @@ def _main(args, dist: DistInfo) -> Dict[str, Any]:
         autocast_dtype(args.amp_dtype, device)  # fail early on fp16 + CPU
     if args.grad_accum_steps < 1 or args.model_ema_steps < 1:
         raise PretrainError("--grad-accum-steps and --model-ema-steps must be >= 1")
+    if args.batch_size < 1:
+        raise PretrainError(f"--batch-size {args.batch_size}: give at least 1 image per process")
+    if not args.test_only and args.epochs < 1:
+        raise PretrainError(
+            f"--epochs {args.epochs}: train at least 1 epoch (--test-only with --resume "
+            "evaluates a checkpoint without training)"
+        )
+    if not args.test_only:
+        # a folder with another run's checkpoints needs --resume auto or --overwrite
+        prepare_run_dir(
+            args.output_dir,
+            checkpoint_patterns=("checkpoint.pth", "best.pth"),
+            resume_file="checkpoint.pth",
+            resume_if_possible=bool(args.resume),
+            overwrite=args.overwrite,
+            key="--output-dir",
+            resume_flag="--resume auto",
+            if_possible_flag="--resume auto",
+            main_process=dist.is_main,
+        )
     if not args.test_only and args.lr_warmup_epochs >= args.epochs:
         raise PretrainError(
             f"--lr-warmup-epochs {args.lr_warmup_epochs} must be smaller than --epochs "
@@ -406,13 +426,9 @@ def cli(argv=None) -> int:
     """``tools/pretrain_imagenet.py`` / ``se-pretrain-imagenet``: parse ``argv`` and pretrain.
 
     Returns:
-        int: 0, or 2 after printing one ``error:`` line for a user error (bad option, data
-        folder, checkpoint), as ``tools/train_net.py`` does.
+        int: 0, or 2 after one ``error:`` line for a user error (bad option, data folder,
+        checkpoint, full disk), as ``tools/train_net.py`` does
+        (:func:`~se_detectron.errors.user_error_status`).
     """
     args = get_args_parser().parse_args(argv)
-    try:
-        main(args)
-    except (SEDetectronError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return user_error_status(main, args)

@@ -16,6 +16,7 @@ from typing import Any, Dict, Mapping
 
 import torch
 
+from ..checkpoint.weights_file import load_weights_file
 from ..errors import PretrainError, SEDetectronError
 from ..utils import atomic_write
 from ..utils.state_dict import diff_state_dicts
@@ -52,6 +53,7 @@ def load_checkpoint(path: str) -> Dict[str, Any]:
 
     Raises:
         FileNotFoundError: naming ``path`` if it does not exist.
+        WeightsFileError: naming ``path`` if it is empty, truncated or not a checkpoint.
         ValueError: if the file is not a pretraining checkpoint (no ``model`` entry).
     """
     if not os.path.isfile(path):
@@ -59,7 +61,9 @@ def load_checkpoint(path: str) -> Dict[str, Any]:
             f"checkpoint {path} does not exist (--resume takes a checkpoint.pth written by "
             "tools/pretrain_imagenet.py, or 'auto' for OUTPUT_DIR/checkpoint.pth)"
         )
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    ckpt = load_weights_file(
+        path, lambda p: torch.load(p, map_location="cpu", weights_only=True), "checkpoint"
+    )
     if not isinstance(ckpt, dict) or "model" not in ckpt:
         raise PretrainError(f"{path} is not a pretraining checkpoint: it has no 'model' entry")
     return ckpt

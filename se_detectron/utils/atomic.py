@@ -5,20 +5,55 @@ evaluation results) goes through :func:`atomic_write`: the content is written to
 in the destination folder, flushed to disk, then renamed over the destination.
 """
 
+import errno
 import json
 import os
 import shutil
 import tempfile
 from typing import IO, Any, Callable, Optional
 
+from ..errors import SEDetectronError, environment_os_error
+
 __all__ = [
+    "DiskFullError",
     "atomic_save_figure",
     "atomic_write",
     "atomic_write_json",
+    "disk_full_error",
     "publish_directory",
     "read_manifest",
     "swap_directory_into_place",
 ]
+
+
+class DiskFullError(SEDetectronError, OSError):
+    """No space left (or quota exceeded) while writing a file; says which earlier file was kept."""
+
+
+def disk_full_error(exc: BaseException, path: str, kept: Optional[str]) -> Optional[DiskFullError]:
+    """The error to raise when writing ``path`` failed with ``exc`` because the disk is full.
+
+    Args:
+        exc: what the write raised (``torch.save`` wraps the file's ``OSError`` in a
+            ``RuntimeError``: the cause chain is searched).
+        path: the file being written.
+        kept: the earlier file that is intact (the one ``path`` would have replaced, or the last
+            checkpoint), or None.
+
+    Returns:
+        DiskFullError or None: None if ``exc`` was not caused by ``ENOSPC`` / ``EDQUOT``.
+    """
+    cause = environment_os_error(exc)
+    if cause is None or cause.errno not in (errno.ENOSPC, errno.EDQUOT):
+        return None
+    folder = os.path.dirname(os.path.abspath(path))
+    kept_text = f"the previous file {kept!r} was kept intact" if kept else "nothing was replaced"
+    error = DiskFullError(
+        f"{cause.strerror or 'no space left on device'} while saving {path!r}: {kept_text} "
+        f"(the partial file was removed). Free space in {folder!r} and resume the run"
+    )
+    error.errno = cause.errno
+    return error
 
 
 def atomic_write(path: str, write: Callable[[IO], None], binary: bool = True) -> None:
@@ -32,7 +67,12 @@ def atomic_write(path: str, write: Callable[[IO], None], binary: bool = True) ->
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     suffix = os.path.splitext(path)[1] + ".tmp"  # keep the extension for writers that sniff it
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=suffix)
+    try:
+        fd, tmp = tempfile.mkstemp(
+            dir=directory, prefix=f".{os.path.basename(path)}.", suffix=suffix
+        )
+    except OSError as e:  # read-only folder, permission denied, full disk: name the destination
+        raise OSError(e.errno, f"{e.strerror}: cannot write {path!r}") from e
     try:
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual mode
         with os.fdopen(
@@ -42,9 +82,12 @@ def atomic_write(path: str, write: Callable[[IO], None], binary: bool = True) ->
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.remove(tmp)
+        full = disk_full_error(e, path, path if os.path.exists(path) else None)
+        if full is not None:
+            raise full from e
         raise
 
 
