@@ -94,6 +94,7 @@ def test_cli_writes_table_and_json(tmp_path, capsys):
         "rcnn_training",
         "classifier_b1_nchw",
         "se_breakdown_b1_nchw",
+        "channel_dot_b1",
     }
     env = report["environment"]
     assert env["device"] == "cpu" and env["torch"] == torch.__version__ and env["torch_threads"]
@@ -200,3 +201,93 @@ def test_cli_rejects_bad_arguments(args, message, capsys):
 def test_cli_cuda_without_cuda_is_a_clear_error():
     with pytest.raises(SystemExit, match="CUDA is not available"):
         cli(["--device", "cuda"])
+
+
+class _RecordingAutocast:
+    """Stands in for ``torch.autocast`` in cases.py; records what ran inside an enabled region."""
+
+    def __init__(self, log):
+        self.log, self.real = log, torch.autocast
+
+    def __call__(self, *args, **kwargs):
+        log, ctx = self.log, self.real(*args, **kwargs)
+        enabled = kwargs.get("enabled", True)
+
+        class Region:
+            def __enter__(self):
+                log.append(("enter", enabled))
+                return ctx.__enter__()
+
+            def __exit__(self, *exc):
+                log.append(("exit", enabled))
+                return ctx.__exit__(*exc)
+
+        return Region()
+
+
+def test_amp_training_step_runs_backward_and_step_outside_autocast(monkeypatch):
+    """rcnn_training in fp16: forward under autocast; backward and a GradScaler step outside."""
+    log = []
+    monkeypatch.setattr(cases_module.torch, "autocast", _RecordingAutocast(log))
+    model = torch.nn.Linear(3, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    x = torch.randn(2, 3)
+
+    def loss_model(batch):
+        log.append(("forward", torch.is_autocast_enabled("cpu")))
+        out = model(batch)
+        out.register_hook(lambda g: log.append(("backward", torch.is_autocast_enabled("cpu"))))
+        return {"loss": out.float().sum()}
+
+    scalers = []
+    real_scaler = torch.amp.GradScaler
+    monkeypatch.setattr(
+        cases_module.torch.amp,
+        "GradScaler",
+        lambda *a, **kw: scalers.append(real_scaler(*a, **kw)) or scalers[-1],
+    )
+    step = cases_module._training_step(loss_model, optimizer, x, CPU, torch.float16)
+    step()
+    assert ("forward", True) in log and ("backward", False) in log
+    assert log.index(("exit", True)) < log.index(("backward", False))
+    assert scalers[0].is_enabled() and scalers[0]._scale is not None  # fp16: the loss was scaled
+    bf16 = cases_module._training_step(loss_model, optimizer, x, CPU, torch.bfloat16)
+    bf16()
+    assert not scalers[1].is_enabled()  # bf16 needs no scaling
+
+
+def test_rcnn_training_case_under_autocast():
+    """The AMP variants are the case's own training steps (fp16 ones run on a CPU too slowly:
+    test_amp_training_step_runs_backward_and_step_outside_autocast covers their logic)."""
+    case = cases_module.rcnn_training_case(CPU, 64, 96, images=1)
+    fp16 = cases_module.with_precision(case, "fp16", CPU)
+    assert fp16.name == "rcnn_training_fp16" and list(fp16.variants) == list(case.variants)
+    bf16 = cases_module.with_precision(case, "bf16", CPU)
+    assert torch.isfinite(bf16.variants["SE-R50-FPN"]())
+
+
+def test_channel_dot_case_times_both_branches_against_the_plain_sum():
+    from se_detectron.layers import se as se_module
+
+    case = cases_module.channel_dot_case(CPU, batch_size=2, size=32)
+    assert case.name == "channel_dot_b2" and case.target is None
+    assert list(case.variants) == list(cases_module.CHANNEL_DOT_VARIANTS)
+    assert case.baseline == "(a*b).sum((2,3)) NCHW" and case.se_variant == "_channel_dot NCHW (bmm)"
+    calls = []
+    real_bmm = se_module.torch.bmm
+    outputs = {}
+    for name, run in cases_module.with_precision(case, "bf16", CPU).variants.items():
+        calls.clear()
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(se_module.torch, "bmm", lambda *a: calls.append(1) or real_bmm(*a))
+            outputs[name] = run()
+        assert outputs[name].dtype == torch.bfloat16, name  # the SE backward's AMP tensors
+        assert bool(calls) == ("bmm" in name), name  # each branch of se.py is the one timed
+    for name, out in outputs.items():
+        torch.testing.assert_close(
+            out.float(), outputs[case.baseline].float(), rtol=2e-2, atol=0.5, msg=name
+        )
+    fp32 = {name: run() for name, run in case.variants.items()}
+    for out in fp32.values():
+        assert out.shape == (2, 256) and out.dtype == torch.float32
+        torch.testing.assert_close(out, fp32[case.baseline], rtol=1e-4, atol=1e-3)

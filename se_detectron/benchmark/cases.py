@@ -8,10 +8,15 @@ block after block (a plain random R50-FPN yields p2 features ~30x larger than a 
 100 detections where the SE model yields none), so the Detectron2 models' FrozenBN statistics
 are first calibrated on the benchmark input, as a trained network's would be: both models then
 see unit-scale features and their heads do the same amount of work.
+
+Under ``--precisions bf16``/``fp16`` (:func:`with_precision`) a training step runs as
+Detectron2's AMPTrainer runs it (forward and loss under autocast, backward and step outside,
+GradScaler for fp16). ``channel_dot`` is a micro-case of one SE kernel choice, not a model.
 """
 
 import contextlib
 import dataclasses
+import functools
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional
 from unittest import mock
@@ -25,6 +30,7 @@ from detectron2.utils.events import EventStorage
 
 from ..config import get_se_cfg
 from ..layers import SqueezeExcitation, se_fast_path
+from ..layers.se import _channel_dot
 from ..modeling import build_se_resnet_backbone, build_se_resnet_classifier
 from ..modeling.archs import apply_arch
 
@@ -34,11 +40,19 @@ __all__ = [
     "Case",
     "build_cases",
     "calibrate_frozen_bn",
+    "channel_dot_case",
     "with_precision",
 ]
 
 DETECTION_CONFIG = "COCO-Detection/faster_rcnn_SE_R_50_FPN_1x.yaml"
-CASE_NAMES = ("trunk", "rcnn_inference", "rcnn_training", "classifier", "se_breakdown")
+CASE_NAMES = (
+    "trunk",
+    "rcnn_inference",
+    "rcnn_training",
+    "classifier",
+    "se_breakdown",
+    "channel_dot",
+)
 
 # Targets of the performance issue: SE model time / plain model time.
 TARGETS = {
@@ -47,13 +61,15 @@ TARGETS = {
     "rcnn_training": 1.04,
     "classifier": 1.03,
     "se_breakdown": None,
+    "channel_dot": None,
 }
 # Targets on a GPU with AMP (the CUDA issue): SE / plain <= 1.03 for Faster R-CNN training and
 # inference and for the classifier at batch 256 (smaller batches are launch-bound on a GPU).
 CUDA_AMP_TARGETS = {"rcnn_inference": 1.03, "rcnn_training": 1.03, "classifier": 1.03}
 CUDA_CLASSIFIER_TARGET_BATCH = 256
-# --precisions: fp32, or autocast mixed precision with bfloat16
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
+# --precisions: fp32, or autocast mixed precision with bfloat16 or float16 (float16 training
+# steps scale the loss with a GradScaler, as Detectron2's AMPTrainer)
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass
@@ -68,6 +84,8 @@ class Case:
         se_variant: our SE model (fast path), whose ratio the target applies to.
         target: the SE / plain time ratio to stay within, if the issue sets one.
         compare: extra (numerator, denominator) ratios to report.
+        amp_variants: builds the variants for an autocast dtype when only part of a step may run
+            under autocast (a training step: forward and loss; see :func:`with_precision`).
     """
 
     name: str
@@ -77,15 +95,18 @@ class Case:
     se_variant: str
     target: Optional[float] = None
     compare: List[tuple] = field(default_factory=list)
+    amp_variants: Optional[Callable[[torch.dtype], Dict[str, Callable[[], object]]]] = None
 
 
 def with_precision(case: Case, precision: str, device: torch.device) -> Case:
-    """``case`` with every variant run under ``torch.autocast`` (``precision`` "bf16"), or as is.
+    """``case`` in mixed precision (``precision`` "bf16" or "fp16"), or as is ("fp32").
 
-    The models are shared with ``case`` (nothing is rebuilt). A training step's backward runs
-    inside the autocast region too, which changes nothing: backward ops take the dtypes the
-    forward recorded. On CUDA the case gets the AMP target of :data:`CUDA_AMP_TARGETS` (the
-    classifier's only from batch :data:`CUDA_CLASSIFIER_TARGET_BATCH`).
+    The models are shared with ``case`` (nothing is rebuilt). Inference variants run wholly
+    under ``torch.autocast``; a case with ``amp_variants`` builds its own, as users run them:
+    a training step has only its forward and loss under autocast and the backward and optimizer
+    step outside it, with a GradScaler for float16 (Detectron2's AMPTrainer). On CUDA the case
+    gets the AMP target of :data:`CUDA_AMP_TARGETS` (the classifier's only from batch
+    :data:`CUDA_CLASSIFIER_TARGET_BATCH`).
 
     Args:
         case: a case from :func:`build_cases`.
@@ -112,7 +133,9 @@ def with_precision(case: Case, precision: str, device: torch.device) -> Case:
         case,
         name=f"{case.name}_{precision}",
         description=f"{case.description}; autocast {precision}",
-        variants={name: autocast(fn) for name, fn in case.variants.items()},
+        variants=case.amp_variants(dtype)
+        if case.amp_variants is not None
+        else {name: autocast(fn) for name, fn in case.variants.items()},
         target=target,
     )
 
@@ -247,18 +270,41 @@ def rcnn_inference_case(device: torch.device, height: int, width: int) -> Case:
     )
 
 
-def _training_step(model, optimizer, batch) -> Callable[[], object]:
+def _training_step(
+    model, optimizer, batch, device: torch.device, dtype: Optional[torch.dtype] = None
+) -> Callable[[], object]:
+    """One training iteration as Detectron2's SimpleTrainer / AMPTrainer runs it.
+
+    With ``dtype`` only the forward and the loss run under autocast; backward and the optimizer
+    step run outside it, and a float16 loss is scaled by a GradScaler (``scale``, ``step``,
+    ``update``), as in Detectron2's AMPTrainer.
+    """
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+
     def step():
         torch.manual_seed(0)  # same RPN/RoI sampling in every step and for every variant
-        with EventStorage(0):  # the RPN/RoI heads log to it
+        with (
+            EventStorage(0),  # the RPN/RoI heads log to it
+            torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None),
+        ):
             losses = model(batch)
-        loss = sum(losses.values())
+            loss = sum(losses.values())
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
         return loss.detach()
 
     return step
+
+
+def _training_variants(models, batch, device, dtype=None) -> Dict[str, Callable[[], object]]:
+    """The ``rcnn_training`` variants for autocast ``dtype`` (None: float32)."""
+    steps = {
+        name: _training_step(model, optimizer, batch, device, dtype)
+        for name, (model, optimizer) in models.items()
+    }
+    return _se_vs_plain("R50-FPN", steps["R50-FPN"], "SE-R50-FPN", steps["SE-R50-FPN"])
 
 
 def rcnn_training_case(device: torch.device, height: int, width: int, images: int = 2) -> Case:
@@ -273,7 +319,7 @@ def rcnn_training_case(device: torch.device, height: int, width: int, images: in
         instances.gt_boxes = Boxes(torch.cat([xy, xy + wh], dim=1))
         instances.gt_classes = torch.randint(0, 80, (5,), generator=gen)
         batch.append({"image": _image(height, width, device, gen), "instances": instances})
-    steps = {}
+    models = {}
     for name, model in (("R50-FPN", plain), ("SE-R50-FPN", se)):
         images_only = [{"image": b["image"]} for b in batch]
         calibrate_frozen_bn(model, lambda m=model, b=images_only: m(b))
@@ -281,17 +327,18 @@ def rcnn_training_case(device: torch.device, height: int, width: int, images: in
         # lr 0 keeps the weights, hence the work per step, identical across steps.
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.SGD(params, lr=0.0, momentum=0.9, weight_decay=1e-4)
-        steps[name] = _training_step(model, optimizer, batch)
+        models[name] = (model, optimizer)
     return Case(
         name="rcnn_training",
         description=(
             f"Faster R-CNN FPN training iteration, {images} images {height}x{width}, "
             "FrozenBN, FREEZE_AT 2, forward + backward + SGD step"
         ),
-        variants=_se_vs_plain("R50-FPN", steps["R50-FPN"], "SE-R50-FPN", steps["SE-R50-FPN"]),
+        variants=_training_variants(models, batch, device),
         baseline="R50-FPN",
         se_variant="SE-R50-FPN",
         target=TARGETS["rcnn_training"],
+        amp_variants=functools.partial(_training_variants, models, batch, device),
     )
 
 
@@ -435,6 +482,67 @@ def se_breakdown_case(
     )
 
 
+# channel_dot variants: se.py's two _channel_dot branches and two alternatives
+CHANNEL_DOT_VARIANTS = (
+    "(a*b).sum((2,3)) NCHW",
+    "_channel_dot NCHW (bmm)",
+    "_channel_dot channels_last ((a*b).sum)",
+    "channels_last: contiguous copies + bmm",
+)
+
+
+def _channel_dot_variants(a, b, device, dtype=None) -> Dict[str, Callable[[], object]]:
+    """The :data:`CHANNEL_DOT_VARIANTS` on copies of ``a``, ``b`` in ``dtype`` (None: float32).
+
+    Each runs with autocast off, as the SE backward that calls ``_channel_dot`` does (autograd
+    runs it without autocast, on the tensors the forward saved: bf16/fp16 under AMP).
+    """
+    a, b = (t.to(dtype or torch.float32) for t in (a, b))
+    a_cl, b_cl = (t.contiguous(memory_format=torch.channels_last) for t in (a, b))
+    functions = (
+        lambda: (a * b).sum((2, 3)),
+        lambda: _channel_dot(a, b),
+        lambda: _channel_dot(a_cl, b_cl),
+        lambda: _channel_dot(a_cl.contiguous(), b_cl.contiguous()),
+    )
+
+    def without_autocast(fn):
+        def run():
+            with torch.no_grad(), torch.autocast(device.type, enabled=False):
+                return fn()
+
+        return run
+
+    return {name: without_autocast(fn) for name, fn in zip(CHANNEL_DOT_VARIANTS, functions)}
+
+
+def channel_dot_case(device: torch.device, batch_size: int, size: int = 224) -> Case:
+    """Micro-case: the SE backward's ``_channel_dot`` (layers/se.py) against ``(a*b).sum((2,3))``.
+
+    ``_channel_dot(grad, x)`` computes the per-channel dot products of two (N, C, H, W) tensors:
+    NCHW tensors take a ``bmm`` with N*C batches of 1x1 outputs, channels_last ones the full-size
+    product ``(a * b).sum((2, 3))``. Timed at the classifier's res2 SE input (C 256,
+    ``size`` / 4 square), the largest of the network, with a channels_last alternative (copy to
+    NCHW, then ``bmm``); the first GPU run tells which branch to keep. No target applies.
+    """
+    side = max(size // 4, 1)
+    gen = torch.Generator().manual_seed(0)
+    a, b = (torch.randn(batch_size, 256, side, side, generator=gen).to(device) for _ in range(2))
+    return Case(
+        name=f"channel_dot_b{batch_size}",
+        description=(
+            f"_channel_dot(a, b) of {batch_size}x256x{side}x{side} tensors (the SE backward), "
+            "NCHW and channels_last, against (a*b).sum((2,3))"
+        ),
+        variants=_channel_dot_variants(a, b, device),
+        baseline=CHANNEL_DOT_VARIANTS[0],
+        se_variant=CHANNEL_DOT_VARIANTS[1],
+        target=TARGETS["channel_dot"],
+        compare=[(CHANNEL_DOT_VARIANTS[2], CHANNEL_DOT_VARIANTS[3])],
+        amp_variants=functools.partial(_channel_dot_variants, a, b, device),
+    )
+
+
 def build_cases(
     names,
     device: torch.device,
@@ -452,7 +560,7 @@ def build_cases(
         names: subset of :data:`CASE_NAMES`.
         device: where to run.
         height, width: detection image size.
-        batch_sizes: batch sizes of the classifier and se_breakdown cases.
+        batch_sizes: batch sizes of the classifier, se_breakdown and channel_dot cases.
         layouts: their memory formats, ``"nchw"`` and/or ``"channels_last"``.
         classifier_size: their input side.
         compile_models: add ``torch.compile`` variants to the classifier cases.
@@ -480,5 +588,8 @@ def build_cases(
                     yield se_breakdown_case(
                         device, batch_size, layout == "channels_last", classifier_size
                     )
+        elif name == "channel_dot":
+            for batch_size in batch_sizes:
+                yield channel_dot_case(device, batch_size, classifier_size)
         else:
             raise ValueError(f"unknown benchmark case {name!r}; choose from {CASE_NAMES}")

@@ -46,7 +46,8 @@ def _choice_list(choices):
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Time SE-ResNet-50 against Detectron2's ResNet-50 (trunk, Faster R-CNN "
-        "inference and training, classifier, SE cost breakdown), interleaved, and report "
+        "inference and training, classifier, SE cost breakdown, the SE backward's channel dot "
+        "product), interleaved, and report "
         "medians, min-max, ratios and peak memory as a table and JSON.",
     )
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:index] (default: cpu)")
@@ -62,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--batch-sizes",
         type=_int_list,
         default=[1, 32],
-        help="classifier and se_breakdown batch sizes",
+        help="classifier, se_breakdown and channel_dot batch sizes",
     )
     parser.add_argument(
         "--layouts",
@@ -74,7 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--precisions",
         type=_choice_list(tuple(PRECISIONS)),
         default=["fp32"],
-        help="fp32 and/or bf16 (torch.autocast mixed precision); each case is timed in each",
+        help="fp32, bf16 and/or fp16 (torch.autocast mixed precision; training steps: forward and "
+        "loss under autocast, fp16 with a GradScaler); each case is timed in each",
     )
     parser.add_argument(
         "--classifier-size", type=int, default=224, help="classifier and se_breakdown input side"
