@@ -30,9 +30,10 @@ demo: setup
 benchmark: setup
 	$(PY) tools/benchmark.py --compile --output output/benchmark/benchmark.json
 
-# On a CUDA machine, at most 8 minutes: tests/test_cuda.py, a short GPU benchmark (fp32 and bf16,
-# NCHW and channels_last, ours vs timm) and the demo on the GPU; report in output/gpu-check/
-# (report.md, report.json, one log per step). README "Performance on a GPU".
+# On a CUDA machine, at most 8 minutes, in this order: tests/test_cuda.py, the demo with a short
+# recipe (4 pretraining epochs, 600 fine-tuning iterations) and a short GPU benchmark (fp32 and
+# bf16, NCHW and channels_last, ours vs timm); report in output/gpu-check/ (report.md and
+# report.json, rewritten after every step; one log per step). README "Performance on a GPU".
 gpu-check: setup
 	$(PY) tools/gpu_check.py --output-dir output/gpu-check
 
