@@ -15,7 +15,7 @@ DEMO_ARGS ?=
 
 setup: $(STAMP)
 
-$(STAMP): setup.py pyproject.toml requirements/*.txt scripts/setup_env.sh scripts/install_detectron2.sh
+$(STAMP): setup.py pyproject.toml requirements/*.txt scripts/*.sh
 	bash scripts/setup_env.sh $(VENV)
 	touch $@
 
