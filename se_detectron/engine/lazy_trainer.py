@@ -199,7 +199,9 @@ class SELazyTrainer:
             )
             if main
             else None,
-            PlotCurvesHook(output_dir, cfg.train.eval_period or 20),
+            PlotCurvesHook(
+                output_dir, (cfg.train.checkpointer.get("period", 0), cfg.train.eval_period)
+            ),
         ]
 
     def register_hooks(self, hook_list):
