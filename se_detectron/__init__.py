@@ -2,7 +2,9 @@
 
 Importing the package registers the SE backbones in Detectron2's ``BACKBONE_REGISTRY``:
 ``build_se_resnet_backbone``, ``build_se_resnet_fpn_backbone`` and
-``build_retinanet_se_resnet_fpn_backbone``. Use :func:`add_se_config` on a Detectron2 config
+``build_retinanet_se_resnet_fpn_backbone``, and the bundled datasets ``se_synthetic_train`` /
+``se_synthetic_val`` in its ``DatasetCatalog`` (generated on first use under
+``$DETECTRON2_DATASETS/se_synthetic``). Use :func:`add_se_config` on a Detectron2 config
 before merging one of the files under ``configs/``.
 """
 
@@ -28,6 +30,12 @@ except ImportError as e:  # pragma: no cover - exercised only without Detectron2
     ) from e
 
 from . import modeling  # noqa: E402,F401  (registers the backbones)
+from .data import register_synthetic_datasets  # noqa: E402
+
+# The bundled datasets (se_synthetic_train / se_synthetic_val) are registered at import, lazily,
+# as `import detectron2` registers its builtin ones: the files are generated on first
+# DatasetCatalog.get, so Detectron2's own tools can train on the shipped configs.
+register_synthetic_datasets(builtin=True)
 from .config import add_se_config, get_config_file, get_se_cfg  # noqa: E402
 from .errors import SEDetectronError  # noqa: E402
 

@@ -1,7 +1,8 @@
 """Datasets: the synthetic shapes dataset, config-driven COCO/VOC registration, a safe mapper.
 
-Importing this package registers nothing and generates nothing; call
-:func:`register_datasets_from_cfg` (or :func:`register_synthetic_datasets`) explicitly.
+``import se_detectron`` registers the bundled synthetic datasets (lazily: nothing is generated
+before their first ``DatasetCatalog.get``); COCO/VOC datasets from the config are registered by
+:func:`register_datasets_from_cfg`.
 """
 
 from .from_config import register_datasets_from_cfg

@@ -26,7 +26,7 @@ import shutil
 import tempfile
 
 import numpy as np
-from detectron2.data import MetadataCatalog
+from detectron2.data import DatasetCatalog, MetadataCatalog
 from iopath.common.file_io import file_lock
 from PIL import Image, ImageDraw
 from pycocotools import mask as mask_util
@@ -425,8 +425,15 @@ def register_synthetic_datasets(
     num_val=DEFAULT_NUM_VAL,
     image_size=256,
     seed=0,
+    builtin=False,
 ):
     """Register ``se_synthetic_train`` and ``se_synthetic_val`` in Detectron2's catalogs.
+
+    ``import se_detectron`` already calls this once with the default root (``builtin=True``), the
+    way ``import detectron2`` registers its builtin datasets (``detectron2.data.datasets.builtin``,
+    root resolved from ``$DETECTRON2_DATASETS`` at import), so Detectron2's own tools and any
+    script that loads a shipped config can use the two names. An explicit call replaces that
+    builtin registration (e.g. another root or ``$DETECTRON2_DATASETS`` set after the import).
 
     Nothing is generated here: each split's loader calls :func:`generate_synthetic_dataset`
     (a no-op once the files exist) before reading the COCO json. The metadata holds
@@ -446,6 +453,8 @@ def register_synthetic_datasets(
         num_val (int): number of validation images to generate.
         image_size (int): image side in pixels.
         seed (int): generation seed.
+        builtin (bool): the registration made at import; it does nothing if the names are
+            already registered, and yields to any later explicit registration.
 
     Returns:
         list[str]: the two registered dataset names.
@@ -463,6 +472,12 @@ def register_synthetic_datasets(
     paths = _paths(root)
     for split, name in (("train", SYNTHETIC_TRAIN), ("val", SYNTHETIC_VAL)):
         json_file, image_root = paths[f"{split}_json"], paths[f"{split}_images"]
+        if name in DatasetCatalog.list():
+            if builtin:
+                continue
+            if MetadataCatalog.get(name).get("se_synthetic_builtin", False):
+                DatasetCatalog.remove(name)
+                MetadataCatalog.remove(name)
 
         def load(name=name, json_file=json_file, image_root=image_root):
             generate_synthetic_dataset(**params)
@@ -477,6 +492,7 @@ def register_synthetic_datasets(
             thing_classes=list(SYNTHETIC_CLASSES),
             thing_dataset_id_to_contiguous_id={i + 1: i for i in range(len(SYNTHETIC_CLASSES))},
             se_synthetic=params,
+            **({"se_synthetic_builtin": True} if builtin else {}),
         )
     return [SYNTHETIC_TRAIN, SYNTHETIC_VAL]
 
