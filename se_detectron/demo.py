@@ -25,6 +25,7 @@ stage.
 import argparse
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -32,10 +33,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 
+import yaml
+
 from .config import get_config_file
 from .data.synthetic import default_synthetic_root
 from .errors import SEDetectronError
 from .utils.atomic import atomic_write_json
+from .utils.machine import cpu_name
 
 __all__ = [
     "DEMO_CONFIG",
@@ -61,6 +65,8 @@ DEMO_PRETRAIN_ARGS = (
 # the folder holding the se_detectron package (a checkout, or site-packages for a wheel)
 _PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _DONE = "stage_done.json"
+# Detectron2's IterationTimer at the end of training (its format is documented as grep-able)
+_SPEED = re.compile(r"Overall training speed: \d+ iterations in \S+ \(([0-9.]+) s / it\)")
 
 
 class DemoError(SEDetectronError, RuntimeError):
@@ -246,13 +252,21 @@ def _summarize(plan: DemoPlan, stages: Dict) -> Dict:
     with open(plan.path("predictions", "detections.json")) as f:
         pictures = json.load(f)
     with open(plan.path("pretrain", "metrics.jsonl")) as f:
-        pretrain_top1 = max(json.loads(line)["val_top1"] for line in f if line.strip())
+        epochs = [json.loads(line) for line in f if line.strip()]
+    pretrain_top1 = max(e["val_top1"] for e in epochs)
     metrics = ("AP", "AP50", "AP75", "APs", "APm", "APl")
     summary = {
         "dataset": dataset,
         "bbox": {k: per_task["bbox"][k] for k in metrics},
         "pretrain_val_top1": pretrain_top1,
         "device": plan.device,
+        "machine": {"cpu": cpu_name(), "cores": os.cpu_count()},
+        "speed": {
+            "pretrain_epochs": len(epochs),
+            "pretrain_s_per_epoch": sum(e["epoch_time"] for e in epochs) / len(epochs),
+            "finetune_iterations": _finetune_iterations(plan),
+            "finetune_s_per_iter": _finetune_s_per_iter(plan.path("finetune", "log.txt")),
+        },
         "stages": stages,
         "total_minutes": sum(s["seconds"] for s in stages.values()) / 60,
         "detections_per_picture": [len(p["detections"]) for p in pictures],
@@ -271,9 +285,36 @@ def _summarize(plan: DemoPlan, stages: Dict) -> Dict:
     return summary
 
 
+def _finetune_iterations(plan: DemoPlan) -> Optional[int]:
+    try:
+        with open(plan.path("finetune", "config.yaml")) as f:
+            return int(yaml.safe_load(f)["SOLVER"]["MAX_ITER"])
+    except (OSError, KeyError, TypeError, ValueError, yaml.YAMLError):
+        return None
+
+
+def _finetune_s_per_iter(log_file: str) -> Optional[float]:
+    """Detectron2's "Overall training speed" of the last training session in ``log.txt``.
+
+    That figure excludes hooks (checkpoints, evaluation) and the first iterations; a resumed run
+    reports the speed of its last session.
+    """
+    speed = None
+    try:
+        with open(log_file, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                match = _SPEED.search(line)
+                if match:
+                    speed = float(match[1])
+    except OSError:
+        pass
+    return speed
+
+
 def format_summary(summary: Dict) -> str:
     """The summary as the lines the demo prints last."""
     box = summary["bbox"]
+    machine, speed = summary["machine"], summary["speed"]
     counts = summary["detections_per_picture"]
     with_boxes = sum(1 for c in counts if c)
     lines = [
@@ -292,7 +333,17 @@ def format_summary(summary: Dict) -> str:
             f"{name} {s['seconds'] / 60:.1f}" + (" (reused)" if s["reused"] else "")
             for name, s in summary["stages"].items()
         )
-        + f"; total {summary['total_minutes']:.1f} on {summary['device']}",
+        + f"; total {summary['total_minutes']:.1f} on {summary['device']}"
+        + (f" ({machine['cpu']}, {machine['cores']} cores)" if summary["device"] == "cpu" else ""),
+        f"[demo] speed: pretraining {speed['pretrain_epochs']} epochs at "
+        f"{speed['pretrain_s_per_epoch']:.1f} s/epoch; fine-tuning "
+        f"{speed['finetune_iterations']} iterations at "
+        + (
+            f"{speed['finetune_s_per_iter']:.3f} s/iter"
+            if speed["finetune_s_per_iter"] is not None
+            else "? s/iter"
+        )
+        + " (training loop, without evaluation)",
         f"[demo] detections per picture (score >= 0.5): {counts}; {with_boxes} of {len(counts)} "
         "pictures show boxes",
     ]

@@ -56,6 +56,19 @@ def test_chain_summary_and_outputs(demo_run):
         assert os.path.exists(path), path
     with open(plan.path("summary.json")) as f:
         assert json.load(f)["bbox"] == summary["bbox"]
+    # where and how fast: the CPU model, s/epoch and s/iter next to the minutes
+    from se_detectron.demo import format_summary
+    from se_detectron.utils.machine import cpu_name
+
+    speed = summary["speed"]
+    assert summary["machine"] == {"cpu": cpu_name(), "cores": os.cpu_count()}
+    assert speed["pretrain_epochs"] == 1 and speed["pretrain_s_per_epoch"] > 0
+    assert speed["finetune_iterations"] == 3
+    assert speed["finetune_s_per_iter"] > 0  # Detectron2's "Overall training speed"
+    text = format_summary(summary)
+    assert f"({cpu_name()}, {os.cpu_count()} cores)" in text
+    assert "[demo] speed: pretraining 1 epochs at " in text
+    assert f"3 iterations at {speed['finetune_s_per_iter']:.3f} s/iter" in text
 
 
 def test_converted_trunk_loads_with_no_missing_keys_and_stays_frozen(demo_run):
@@ -158,3 +171,17 @@ def test_mask_rcnn_demo_reports_mask_ap_and_draws_masks(tmp_path):
     with open(out / "detections.json") as f:
         detections = json.load(f)[0]["detections"]
     assert detections and all("segmentation" in d for d in detections)
+
+
+def test_finetune_speed_is_read_from_detectron2s_log(tmp_path):
+    from se_detectron.demo import _finetune_s_per_iter
+
+    log = tmp_path / "log.txt"
+    assert _finetune_s_per_iter(str(log)) is None  # no log (yet)
+    log.write_text(
+        "[12/07 02:58:48 d2.engine.hooks]: Overall training speed: 977 iterations in 0:07:01 "
+        "(0.4311 s / it)\n[12/07 02:58:48 d2.engine.hooks]: Total training time: 0:07:30\n"
+        "[12/07 03:20:01 d2.engine.hooks]: Overall training speed: 1197 iterations in 0:05:02 "
+        "(0.2527 s / it)\n"
+    )
+    assert _finetune_s_per_iter(str(log)) == 0.2527  # a resumed run: its last session

@@ -1,7 +1,6 @@
 """Environment description, ratios, the printed table and the JSON of a benchmark run."""
 
 import os
-import platform
 import statistics
 import sys
 from importlib import metadata
@@ -9,6 +8,7 @@ from typing import Dict, List, Optional
 
 import torch
 
+from ..utils.machine import cpu_name
 from ..version import __version__
 from .timing import Stats
 
@@ -31,17 +31,6 @@ def _version(dist: str) -> Optional[str]:
         return None
 
 
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def environment(device: torch.device) -> Dict[str, object]:
     """Device, threads and versions of the run."""
     import detectron2
@@ -49,7 +38,7 @@ def environment(device: torch.device) -> Dict[str, object]:
     env = {
         "device": str(device),
         "device_name": (
-            torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name()
+            torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
         ),
         "torch_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
