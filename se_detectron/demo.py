@@ -47,9 +47,11 @@ __all__ = [
     "STAGES",
     "DemoError",
     "DemoPlan",
+    "MALLOC_TUNABLES",
     "cli",
     "format_summary",
     "run_demo",
+    "stage_environment",
 ]
 
 STAGES = ("pretrain", "convert", "finetune", "predict")
@@ -61,7 +63,12 @@ DEMO_PRETRAIN_ARGS = (
     "--batch-size 64 --lr 0.04 --lr-scheduler cosine --random-resize-min-scale 0.5",
     "--lr-warmup-epochs 2 --lr-warmup-decay 0.1",
     "--label-smoothing 0.1 --epochs 16 --workers 0",
+    # NHWC convolutions: 26 s/epoch instead of 35-42 on the 2-core AMD EPYC (docs/performance.md)
+    "--channels-last",
 )
+#: glibc malloc settings for the stage processes: never serve allocations by mmap, never trim
+#: (PyTorch's usual CPU advice, as jemalloc/tcmalloc through LD_PRELOAD)
+MALLOC_TUNABLES = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=68719476736"
 # the folder holding the se_detectron package (a checkout, or site-packages for a wheel)
 _PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _DONE = "stage_done.json"
@@ -175,6 +182,25 @@ class DemoPlan:
         }
 
 
+def stage_environment(environ: Dict[str, str], **extra: str) -> Dict[str, str]:
+    """The environment of the stage processes: ``environ`` plus ``extra``, and glibc's allocator
+    told to keep freed memory (:data:`MALLOC_TUNABLES`) unless the user chose an allocator
+    (``GLIBC_TUNABLES`` or ``LD_PRELOAD`` set).
+
+    By default glibc returns large freed blocks to the system and faults them in again on the
+    next iteration: the demo took 22 million minor page faults (docs/performance.md, "Where the
+    demo's time goes").
+
+    Args:
+        environ: the caller's environment.
+        **extra: variables to set.
+    """
+    env = dict(environ, **extra)
+    if "GLIBC_TUNABLES" not in env and "LD_PRELOAD" not in env:
+        env["GLIBC_TUNABLES"] = MALLOC_TUNABLES
+    return env
+
+
 def _marker(plan: DemoPlan, stage: str) -> str:
     return plan.path(f"{stage}.{_DONE}")
 
@@ -227,7 +253,7 @@ def run_demo(plan: DemoPlan, rerun: Optional[str] = None) -> Dict:
     forced_from = 0 if rerun == "all" else STAGES.index(rerun) if rerun else len(STAGES)
     os.makedirs(plan.output_dir, exist_ok=True)
     paths = [_PACKAGE_PARENT] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(paths))
+    env = stage_environment(os.environ, PYTHONPATH=os.pathsep.join(paths))
     stages, redo = {}, False
     for index, (stage, command) in enumerate(plan.commands().items()):
         # A stage reruns if asked to, if it is not complete, or if an earlier stage reran.

@@ -185,3 +185,12 @@ def test_finetune_speed_is_read_from_detectron2s_log(tmp_path):
         "(0.2527 s / it)\n"
     )
     assert _finetune_s_per_iter(str(log)) == 0.2527  # a resumed run: its last session
+
+
+def test_stage_environment_keeps_freed_memory_unless_the_user_chose_an_allocator():
+    from se_detectron.demo import MALLOC_TUNABLES, stage_environment
+
+    env = stage_environment({"HOME": "/h"}, PYTHONPATH="/p")
+    assert env == {"HOME": "/h", "PYTHONPATH": "/p", "GLIBC_TUNABLES": MALLOC_TUNABLES}
+    assert stage_environment({"GLIBC_TUNABLES": "mine"})["GLIBC_TUNABLES"] == "mine"
+    assert "GLIBC_TUNABLES" not in stage_environment({"LD_PRELOAD": "libjemalloc.so"})

@@ -71,7 +71,7 @@ DEMO_PRETRAIN_ARGS = (
     "--data-path synthetic-crops --arch se_resnet18 --crops-size 48 "
     "--batch-size 64 --lr 0.04 --lr-scheduler cosine --random-resize-min-scale 0.5 "
     "--lr-warmup-epochs 1 --lr-warmup-decay 0.1 "
-    "--label-smoothing 0.1 --epochs 4 --workers 4"
+    "--label-smoothing 0.1 --epochs 4 --workers 4 --channels-last"
 )
 #: gpu-check's fine-tuning overrides for the demo: 600 iterations instead of 2200.
 DEMO_FINETUNE_OPTS = ("SOLVER.MAX_ITER", "600", "DATALOADER.NUM_WORKERS", "4")
