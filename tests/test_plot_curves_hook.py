@@ -36,3 +36,8 @@ def test_redraws_are_throttled_and_eval_periods_count(tmp_path):
 def test_no_periods_draws_only_at_the_end(tmp_path):
     during, total = _run(tmp_path, periods=(0, 0), min_interval_s=0)
     assert during == [0] * 12 and total == 1
+
+
+def test_a_single_period_is_accepted(tmp_path):
+    during, total = _run(tmp_path, periods=6, min_interval_s=0)
+    assert during[-1] == 2 and total == 3

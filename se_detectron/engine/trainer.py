@@ -14,7 +14,7 @@ import logging
 import os
 import time
 import weakref
-from typing import Sequence
+from typing import Sequence, Union
 
 import torch
 from detectron2.data import (
@@ -55,12 +55,16 @@ class PlotCurvesHook(hooks.HookBase):
 
     Args:
         output_dir: the run's output directory (holding ``metrics.json``).
-        periods: iteration periods that trigger a redraw (e.g. ``SOLVER.CHECKPOINT_PERIOD`` and
+        periods: iteration period(s) that trigger a redraw (e.g. ``SOLVER.CHECKPOINT_PERIOD`` and
             ``TEST.EVAL_PERIOD``); zeros are ignored.
         min_interval_s: smallest time between two redraws during training.
     """
 
-    def __init__(self, output_dir: str, periods: Sequence[int], min_interval_s: float = 60.0):
+    def __init__(
+        self, output_dir: str, periods: Union[int, Sequence[int]], min_interval_s: float = 60.0
+    ):
+        if isinstance(periods, int):
+            periods = (periods,)
         self._metrics = os.path.join(output_dir, "metrics.json")
         self._out = os.path.join(output_dir, "curves.png")
         self._periods = [int(p) for p in periods if p and int(p) > 0]
