@@ -25,6 +25,7 @@ SAME_LAYER = {
     ("engine", "checkpoint"),
     ("export", "checkpoint"),
     ("model_zoo", "checkpoint"),
+    ("benchmark", "demo"),  # gpu-check runs the demo with a shorter schedule of its recipe
 }
 
 

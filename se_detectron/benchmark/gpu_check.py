@@ -41,6 +41,7 @@ from typing import Dict, List, Optional
 
 import torch
 
+from ..demo import DEMO_PRETRAIN_ARGS as DEMO_RECIPE
 from ..utils.atomic import atomic_write, atomic_write_json
 from .report import environment
 
@@ -66,13 +67,9 @@ STEP_LIMITS = {"tests": 210.0, "demo": 180.0, "benchmark": None}
 KILL_GRACE = 5.0
 BENCHMARK_CASES = "channel_dot,rcnn_training,rcnn_inference,classifier,trunk"
 #: gpu-check's pretraining recipe for the demo: make demo's (se_detectron/demo.py) with 4 epochs
-#: (1 of warmup) instead of 16 (2) and 4 loader workers (the GPU machine has 16 cores).
-DEMO_PRETRAIN_ARGS = (
-    "--data-path synthetic-crops --arch se_resnet18 --crops-size 48 "
-    "--batch-size 64 --lr 0.04 --lr-scheduler cosine --random-resize-min-scale 0.5 "
-    "--lr-warmup-epochs 1 --lr-warmup-decay 0.1 "
-    "--label-smoothing 0.1 --epochs 4 --workers 4 --channels-last"
-)
+#: (1 of warmup) instead of 16 (2) and 4 loader workers (the GPU machine has 16 cores); the
+#: appended flags override the demo's (argparse keeps the last value).
+DEMO_PRETRAIN_ARGS = " ".join(DEMO_RECIPE) + " --epochs 4 --lr-warmup-epochs 1 --workers 4"
 #: gpu-check's fine-tuning overrides for the demo: 600 iterations instead of 2200.
 DEMO_FINETUNE_OPTS = ("SOLVER.MAX_ITER", "600", "DATALOADER.NUM_WORKERS", "4")
 REPO_ROOT = Path(__file__).resolve().parents[2]
