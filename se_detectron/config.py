@@ -109,6 +109,12 @@ def _add_model_se(_C):
     # 3x3 conv runs at stride 1 and is followed by a 2x2 average pool; the stem average-pools
     # instead of max-pooling. Needs MODEL.RESNETS.STRIDE_IN_1X1 False.
     _C.MODEL.SE.ANTI_ALIAS = False
+    # RoIAlign of the box/mask poolers on CPU tensors: "torchvision" (Detectron2's, a
+    # single-threaded CPU kernel) or "separable" (the same values as two matrix products,
+    # se_detectron/layers/roi_align.py: faster on small feature maps such as the synthetic
+    # configs' 128x128 images, dense in H x W so not for COCO-sized ones). CUDA always uses
+    # torchvision's kernel.
+    _C.MODEL.SE.CPU_ROI_ALIGN = "torchvision"
 
 
 def _add_solver(_C):

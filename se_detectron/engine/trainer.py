@@ -35,6 +35,7 @@ from detectron2.utils.logger import setup_logger
 from ..checkpoint import SEDetectionCheckpointer, check_no_frozen_random_init
 from ..data import SafeDatasetMapper
 from ..evaluation import build_evaluator
+from ..modeling.roi_align_choice import apply_cpu_roi_align
 from .amp import SEAMPTrainer
 from .optimizer import SolverConfigError, build_optimizer
 from .resume import ResumableTrainingSampler, RNGStates
@@ -189,6 +190,13 @@ class SETrainer(DefaultTrainer):
                 f"{e} (at iteration={self.iter}; lower SOLVER.BASE_LR, raise "
                 "SOLVER.WARMUP_ITERS or check the annotations)"
             ) from e
+
+    @classmethod
+    def build_model(cls, cfg):
+        """Detectron2's model; its poolers' CPU RoIAlign is ``MODEL.SE.CPU_ROI_ALIGN``'s."""
+        model = super().build_model(cfg)
+        apply_cpu_roi_align(model, cfg)
+        return model
 
     @classmethod
     def build_optimizer(cls, cfg, model):

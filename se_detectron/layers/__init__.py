@@ -1,3 +1,9 @@
+from .roi_align import (
+    CPU_ROI_ALIGN_CHOICES,
+    SeparableROIAlign,
+    separable_roi_align,
+    use_separable_roi_align,
+)
 from .se import (
     SE_GATES,
     SE_SQUEEZES,
@@ -8,6 +14,10 @@ from .se import (
 )
 
 __all__ = [
+    "CPU_ROI_ALIGN_CHOICES",
+    "SeparableROIAlign",
+    "separable_roi_align",
+    "use_separable_roi_align",
     "SE_GATES",
     "SE_SQUEEZES",
     "SqueezeExcitation",
