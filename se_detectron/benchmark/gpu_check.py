@@ -9,7 +9,7 @@ issue's limit for one GPU). They run in the order that gives the most informatio
    checkout; skipped from an installed wheel): is every CUDA path correct?
 2. ``demo`` (at most :data:`STEP_LIMITS` s): ``python -m se_detectron run_demo --device cuda``
    with gpu-check's short recipe (:data:`DEMO_PRETRAIN_ARGS`, :data:`DEMO_FINETUNE_OPTS`: 4
-   pretraining epochs instead of 16, 600 fine-tuning iterations instead of 2200): does the
+   pretraining epochs instead of 16, 600 fine-tuning iterations instead of 1600): does the
    whole path (pretrain, convert, fine-tune, evaluate) train on the GPU, and to what AP?
    ``--demo-recipe full`` runs ``make demo``'s own recipe instead;
 3. ``benchmark`` (the rest of the budget): ``python -m se_detectron benchmark --device cuda``,
@@ -70,7 +70,7 @@ BENCHMARK_CASES = "channel_dot,rcnn_training,rcnn_inference,classifier,trunk"
 #: (1 of warmup) instead of 16 (2) and 4 loader workers (the GPU machine has 16 cores); the
 #: appended flags override the demo's (argparse keeps the last value).
 DEMO_PRETRAIN_ARGS = " ".join(DEMO_RECIPE) + " --epochs 4 --lr-warmup-epochs 1 --workers 4"
-#: gpu-check's fine-tuning overrides for the demo: 600 iterations instead of 2200.
+#: gpu-check's fine-tuning overrides for the demo: 600 iterations instead of 1600.
 DEMO_FINETUNE_OPTS = ("SOLVER.MAX_ITER", "600", "DATALOADER.NUM_WORKERS", "4")
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -312,7 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("short", "full"),
         default="short",
         help="short: gpu-check's recipe (4 pretraining epochs, 600 fine-tuning iterations); "
-        "full: make demo's (16 epochs, 2200 iterations; does not fit the 8 minutes)",
+        "full: make demo's (16 epochs, 1600 iterations; does not fit the 8 minutes)",
     )
     parser.add_argument(
         "--demo-args",
