@@ -172,3 +172,10 @@ def test_use_separable_roi_align_counts_and_keeps_settings():
     )
     assert type(rotated.level_poolers[0]).__name__ == "ROIAlignRotated"
     assert use_separable_roi_align(model) == 0  # already swapped
+
+
+def test_scripted_module_falls_back_to_torchvision():
+    module = torch.jit.script(SeparableROIAlign((7, 7), 0.25, 1, aligned=True))
+    x = torch.randn(2, 6, 16, 16)
+    rois = _rois(12, 2, 16, 16, scale=0.25, dtype=torch.float32)
+    torch.testing.assert_close(module(x, rois), roi_align(x, rois, (7, 7), 0.25, 1, True))

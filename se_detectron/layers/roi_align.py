@@ -28,6 +28,7 @@ import torch
 from detectron2.layers import ROIAlign
 from detectron2.modeling.poolers import ROIPooler
 from torch import nn
+from torchvision.ops import roi_align
 
 __all__ = [
     "CPU_ROI_ALIGN_CHOICES",
@@ -173,13 +174,30 @@ def separable_roi_align(
 class SeparableROIAlign(ROIAlign):
     """Detectron2's ``ROIAlign`` computing CPU tensors with :func:`separable_roi_align`.
 
-    Same constructor and outputs as ``detectron2.layers.ROIAlign``; tensors on other devices (and
-    scripted models) still go to torchvision's kernel.
+    Same constructor and outputs as ``detectron2.layers.ROIAlign``; tensors on other devices,
+    quantized tensors and scripted models go to torchvision's kernel.
     """
 
     def forward(self, input: torch.Tensor, rois: torch.Tensor) -> torch.Tensor:
-        if input.device.type != "cpu" or input.is_quantized or torch.jit.is_scripting():
-            return super().forward(input, rois)
+        if not torch.jit.is_scripting() and input.device.type == "cpu" and not input.is_quantized:
+            return self._separable(input, rois)
+        # torchvision's kernel, called as Detectron2's ROIAlign.forward calls it (TorchScript
+        # cannot compile super())
+        assert rois.dim() == 2 and rois.size(1) == 5
+        if input.is_quantized:
+            input = input.dequantize()
+        return roi_align(
+            input,
+            rois.to(dtype=input.dtype),
+            self.output_size,
+            self.spatial_scale,
+            self.sampling_ratio,
+            self.aligned,
+        )
+
+    @torch.jit.unused
+    def _separable(self, input: torch.Tensor, rois: torch.Tensor) -> torch.Tensor:
+        # not compiled by TorchScript: a scripted model uses torchvision's kernel
         assert rois.dim() == 2 and rois.size(1) == 5
         return separable_roi_align(
             input,
