@@ -155,6 +155,15 @@ def test_unknown_choice_names_the_key():
         apply_cpu_roi_align(model, _synthetic_cfg("fast"))
 
 
+def test_unknown_choice_fails_detectron2s_own_build_model():
+    """A typo fails when the SE backbone is built, also through Detectron2's plain build_model
+    (whose trainer would otherwise ignore the key)."""
+    from detectron2.modeling import build_model
+
+    with pytest.raises(SEConfigError, match=r"MODEL\.SE\.CPU_ROI_ALIGN='Separable' is invalid"):
+        build_model(_synthetic_cfg("Separable"))
+
+
 def test_use_separable_roi_align_counts_and_keeps_settings():
     from detectron2.modeling.poolers import ROIPooler
 

@@ -13,6 +13,7 @@ from typing import Any, Dict, Mapping, Optional
 
 from ..config import config_value
 from ..errors import SEDetectronError
+from ..layers.roi_align import CPU_ROI_ALIGN_CHOICES
 from ..layers.se import SE_GATES, SE_SQUEEZES
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "SEConfigError",
     "check_se_config",
     "check_se_options",
+    "cpu_roi_align_choice",
     "se_trunk_options",
 ]
 
@@ -139,6 +141,24 @@ def check_se_config(cfg):
             "on Python 3.11)",
         )
     check_se_options(se_trunk_options(cfg), SE_TRUNK_CFG_KEYS)
+    cpu_roi_align_choice(cfg)
+
+
+def cpu_roi_align_choice(cfg) -> str:
+    """``MODEL.SE.CPU_ROI_ALIGN``, checked (``"torchvision"`` for a config without the key).
+
+    Raises:
+        SEConfigError: naming the key for a value other than :data:`CPU_ROI_ALIGN_CHOICES`.
+    """
+    se = cfg.MODEL.get("SE", None)
+    choice = se.get("CPU_ROI_ALIGN", "torchvision") if se is not None else "torchvision"
+    if choice not in CPU_ROI_ALIGN_CHOICES:
+        raise _bad(
+            "MODEL.SE.CPU_ROI_ALIGN",
+            choice,
+            f"one of {', '.join(repr(c) for c in CPU_ROI_ALIGN_CHOICES)}",
+        )
+    return choice
 
 
 def check_se_options(options: Mapping[str, Any], names: Optional[Mapping[str, str]] = None):

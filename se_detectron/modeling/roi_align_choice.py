@@ -4,8 +4,8 @@ import logging
 
 from torch import nn
 
-from ..layers.roi_align import CPU_ROI_ALIGN_CHOICES, use_separable_roi_align
-from .config_check import SEConfigError
+from ..layers.roi_align import use_separable_roi_align
+from .config_check import cpu_roi_align_choice
 
 __all__ = ["apply_cpu_roi_align"]
 
@@ -26,13 +26,7 @@ def apply_cpu_roi_align(model: nn.Module, cfg) -> int:
     Raises:
         SEConfigError: naming ``MODEL.SE.CPU_ROI_ALIGN`` for an unknown value.
     """
-    se = cfg.MODEL.get("SE", None)
-    choice = se.get("CPU_ROI_ALIGN", "torchvision") if se is not None else "torchvision"
-    if choice not in CPU_ROI_ALIGN_CHOICES:
-        raise SEConfigError(
-            f"MODEL.SE.CPU_ROI_ALIGN={choice!r} is invalid: expected one of "
-            f"{', '.join(repr(c) for c in CPU_ROI_ALIGN_CHOICES)}"
-        )
+    choice = cpu_roi_align_choice(cfg)
     if choice == "torchvision":
         return 0
     replaced = use_separable_roi_align(model)
