@@ -51,7 +51,8 @@ def _axis_weights(
         start: (R,) first coordinate of each RoI on the feature map (offset applied).
         length: (R,) RoI extent along the axis.
         pooled: number of output bins along the axis.
-        grid: (R,) samples per bin along the axis (>= 1).
+        grid: (R,) samples per bin along the axis; a RoI with ``grid <= 0`` gets no weights
+            (torchvision's kernel gives such an empty grid a zero output).
         size: feature map size along the axis.
 
     Returns:
@@ -59,17 +60,17 @@ def _axis_weights(
         ``p``'s samples (not yet divided by the sample count).
     """
     num_rois = start.shape[0]
-    max_grid = int(grid.max().item()) if num_rois else 1
+    max_grid = max(int(grid.max().item()), 1) if num_rois else 1
     bin_size = length / pooled
     p = torch.arange(pooled, dtype=start.dtype, device=start.device).view(1, pooled, 1)
     s = torch.arange(max_grid, dtype=start.dtype, device=start.device).view(1, 1, max_grid)
-    g = grid.to(start.dtype).view(num_rois, 1, 1)
+    g = grid.clamp(min=1).to(start.dtype).view(num_rois, 1, 1)  # spacing; validity below
     coord = (
         start.view(num_rois, 1, 1)
         + p * bin_size.view(num_rois, 1, 1)
         + (s + 0.5) * bin_size.view(num_rois, 1, 1) / g
     )  # (R, pooled, max_grid)
-    valid = (s < g) & (coord >= -1.0) & (coord <= size)
+    valid = (s < grid.view(num_rois, 1, 1)) & (coord >= -1.0) & (coord <= size)
     coord = coord.clamp(min=0.0)
     low = coord.floor()
     at_edge = low >= size - 1
@@ -107,13 +108,9 @@ def _bin_weights(
     else:  # adaptive: ceil(roi size / bins) samples per bin, as torchvision
         grid_h = torch.ceil(roi_h / pooled_h).long()
         grid_w = torch.ceil(roi_w / pooled_w).long()
-    count = (grid_h * grid_w).clamp(min=1).to(rois.dtype)
-    weights_y = _axis_weights(y1, roi_h, pooled_h, grid_h.clamp(min=1), height)
-    weights_x = _axis_weights(x1, roi_w, pooled_w, grid_w.clamp(min=1), width)
-    # torchvision's kernel divides by grid_h * grid_w even when one of them is 0 (an empty grid
-    # gives a zero output); an empty grid here means zero weights
-    empty = ((grid_h <= 0) | (grid_w <= 0)).view(-1, 1, 1)
-    weights_y = torch.where(empty, torch.zeros_like(weights_y), weights_y)
+    count = (grid_h * grid_w).clamp(min=1).to(rois.dtype)  # as torchvision: max(count, 1)
+    weights_y = _axis_weights(y1, roi_h, pooled_h, grid_h, height)
+    weights_x = _axis_weights(x1, roi_w, pooled_w, grid_w, width)
     return weights_y / count.view(-1, 1, 1), weights_x
 
 
