@@ -17,10 +17,11 @@ from .core import (
     ONNX_OPSET_VERSION,
     build_eval_model,
     export_detector,
-    load_sample_image,
     reference_outputs,
+    verification_images,
 )
-from .verify import ExportVerificationError, compare_detections
+from .graph import check_exportable
+from .verify import ExportVerificationError, verify_on_images
 
 __all__ = ["cli", "get_parser", "main"]
 
@@ -30,16 +31,28 @@ logger = logging.getLogger("se_detectron.export")
 def get_parser() -> argparse.ArgumentParser:
     """The argument parser of ``tools/export_model.py``."""
     parser = argparse.ArgumentParser(
-        description="Export an SE Faster R-CNN / RetinaNet to TorchScript or ONNX and check that "
-        "the exported model's boxes, scores and classes equal the PyTorch model's."
+        description="Export an SE Faster / Mask R-CNN or RetinaNet to TorchScript or ONNX (any "
+        "image size) and check that the exported model's boxes, scores, classes (and masks) "
+        "equal the PyTorch model's on sample images of several sizes."
     )
     parser.add_argument("--config-file", required=True, help="detection config (configs/...)")
     parser.add_argument("--format", choices=EXPORT_FORMATS, default="torchscript")
     parser.add_argument("--export-method", choices=EXPORT_METHODS, default="tracing")
     parser.add_argument(
         "--sample-image",
-        default=None,
-        help="image used to trace and verify (default: the first se_synthetic_val image)",
+        nargs="+",
+        default=[None],
+        help="image(s) used to trace (the first) and verify (default: the first "
+        "se_synthetic_val image)",
+    )
+    parser.add_argument(
+        "--verify-scales",
+        type=float,
+        nargs="+",
+        default=[1.0, 0.75, 0.5],
+        help="verify every sample image resized to INPUT.MIN_SIZE_TEST/MAX_SIZE_TEST times "
+        "each scale, every second one transposed (default: %(default)s); an ONNX file must "
+        "match PyTorch at every size",
     )
     parser.add_argument("--output", required=True, help="output folder")
     parser.add_argument("--atol", type=float, default=1e-3, help="absolute tolerance")
@@ -66,10 +79,15 @@ def main(args: argparse.Namespace) -> dict:
     cfg = get_se_cfg(args.config_file, ["MODEL.DEVICE", "cpu"] + list(args.opts))
     torch.manual_seed(cfg.SEED if cfg.SEED >= 0 else 0)  # reproducible if MODEL.WEIGHTS is ""
     model = build_eval_model(cfg)
-    image = load_sample_image(cfg, args.sample_image)
+    if args.format == "onnx":
+        check_exportable(model, args.opset)  # before anything is written
+        images = verification_images(cfg, args.sample_image, args.verify_scales)
+    else:  # a traced TorchScript file is fixed to the sample image's size
+        images = verification_images(cfg, args.sample_image[:1], args.verify_scales[:1])
+    image = images[0]
     expected = reference_outputs(model, image)
     result = export_detector(
-        model, image, args.format, args.export_method, args.output, opset=args.opset
+        model, image, args.format, args.export_method, args.output, opset=args.opset, cfg=cfg
     )
     report = {
         "config_file": args.config_file,
@@ -79,6 +97,7 @@ def main(args: argparse.Namespace) -> dict:
         "file": result.path,
         "input_shape": list(image.shape),
         "num_detections": int(len(expected["scores"])),
+        "verified_shapes": [list(i.shape) for i in images],
         "atol": args.atol,
         "rtol": args.rtol,
         "notes": result.notes,
@@ -86,9 +105,13 @@ def main(args: argparse.Namespace) -> dict:
     if args.format == "onnx":
         report["opset"] = args.opset
     try:
-        report["max_abs_diff"] = compare_detections(
-            expected, result.run(image), atol=args.atol, rtol=args.rtol
+        report["per_input"] = verify_on_images(
+            lambda img: reference_outputs(model, img), result.run, images, args.atol, args.rtol
         )
+        report["max_abs_diff"] = {
+            name: max(r["max_abs_diff"][name] for r in report["per_input"])
+            for name in report["per_input"][0]["max_abs_diff"]
+        }
         report["verified"] = True
     except ExportVerificationError as e:
         report.update(verified=False, error=str(e))

@@ -22,7 +22,7 @@ RetinaNet through its ``forward`` (boxes rescaled to the input's own size, i.e. 
 import io
 import os
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from detectron2.export import (
@@ -38,6 +38,7 @@ from se_detectron.utils import atomic_write
 
 from ..checkpoint.checkpointer import SEDetectionCheckpointer
 from ..data.synthetic import register_synthetic_datasets
+from .graph import export_dynamic_onnx
 
 __all__ = [
     "DETECTION_OUTPUTS",
@@ -50,7 +51,9 @@ __all__ = [
     "export_backbone",
     "export_detector",
     "load_sample_image",
+    "onnx_file_runner",
     "reference_outputs",
+    "verification_images",
 ]
 
 EXPORT_FORMATS = ("torchscript", "onnx")
@@ -115,13 +118,14 @@ def build_eval_model(cfg) -> nn.Module:
     return model.eval()
 
 
-def load_sample_image(cfg, path: Optional[str] = None) -> Tensor:
+def load_sample_image(cfg, path: Optional[str] = None, scale: float = 1.0) -> Tensor:
     """Read an image and preprocess it as Detectron2's ``DefaultPredictor`` does.
 
     Args:
         cfg: the model's config (``INPUT.FORMAT``, ``INPUT.MIN_SIZE_TEST``/``MAX_SIZE_TEST``).
         path: the image; default: the first image of the bundled ``se_synthetic_val`` set
             (generated on first use).
+        scale: multiplies the test size (``MIN_SIZE_TEST``/``MAX_SIZE_TEST``).
 
     Returns:
         A float32 (C, H, W) tensor, resized to the test size, in ``INPUT.FORMAT`` channel order.
@@ -136,11 +140,37 @@ def load_sample_image(cfg, path: Optional[str] = None) -> Tensor:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"--sample-image {path!r} does not exist")
     image = utils.read_image(path, format=cfg.INPUT.FORMAT)
-    resize = T.ResizeShortestEdge(
-        [cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MIN_SIZE_TEST], cfg.INPUT.MAX_SIZE_TEST
-    )
+    short = max(1, round(cfg.INPUT.MIN_SIZE_TEST * scale))
+    resize = T.ResizeShortestEdge([short, short], max(1, round(cfg.INPUT.MAX_SIZE_TEST * scale)))
     image = resize.get_transform(image).apply_image(image)
     return torch.as_tensor(image.astype("float32").transpose(2, 0, 1))
+
+
+def verification_images(
+    cfg, paths: Sequence[Optional[str]] = (None,), scales: Sequence[float] = (1.0, 0.75, 0.5)
+) -> List[Tensor]:
+    """Sample images at several sizes and aspect ratios, preprocessed as for the model.
+
+    Every image is resized as :func:`load_sample_image` does with ``INPUT.MIN_SIZE_TEST`` and
+    ``INPUT.MAX_SIZE_TEST`` multiplied by each scale; the images at odd positions of ``scales``
+    are transposed (landscape <-> portrait), so a file fixed to one size or one aspect ratio
+    fails the comparison.
+
+    Args:
+        cfg: the model's config.
+        paths: image files (None: the first ``se_synthetic_val`` image).
+        scales: test-size multipliers, first one used for tracing.
+
+    Returns:
+        ``len(paths) * len(scales)`` float32 ``(C, H, W)`` tensors, all of different sizes when
+        the scales differ.
+    """
+    images = []
+    for path in paths:
+        for k, scale in enumerate(scales):
+            image = load_sample_image(cfg, path, scale=scale)
+            images.append(image.transpose(1, 2).contiguous() if k % 2 else image)
+    return images
 
 
 def _rcnn_inference(model, inputs):
@@ -240,8 +270,12 @@ def export_detector(
     method: str,
     output_dir: str,
     opset: int = ONNX_OPSET_VERSION,
+    cfg=None,
 ) -> ExportResult:
-    """Export a Faster R-CNN or RetinaNet detector.
+    """Export a Faster R-CNN, Mask R-CNN or RetinaNet detector.
+
+    ONNX files take any image size (:func:`se_detectron.export.graph.export_dynamic_onnx`);
+    traced TorchScript files are fixed to the sample image's size, scripted ones are not.
 
     Args:
         model: the detector, in eval mode.
@@ -250,6 +284,8 @@ def export_detector(
         method: ``"tracing"`` or ``"scripting"`` (TorchScript only).
         output_dir: folder of the written ``model.ts`` / ``model.onnx``.
         opset: ONNX opset version (:data:`ONNX_OPSET_VERSION`).
+        cfg: the model's config, stored in an ONNX file's metadata (the deploy runtimes read
+            the input format and test sizes from it).
 
     Returns:
         The :class:`ExportResult`; its ``run`` returns the :data:`DETECTION_OUTPUTS` (and
@@ -277,6 +313,12 @@ def export_detector(
 
         return ExportResult(path, fmt, method, run, ["input size is dynamic"])
 
+    if fmt == "onnx":
+        path = os.path.join(output_dir, "model.onnx")
+        export_dynamic_onnx(model, image, path, opset, cfg=cfg)
+        run = onnx_file_runner(path)
+        return ExportResult(path, fmt, method, run, ["input height and width are dynamic"])
+
     # A new module is in training mode, and torch.onnx.export restores the mode it found
     # recursively: without .eval() the wrapped model would be left in training mode.
     adapter = TracingAdapter(model, [{"image": image}], _rcnn_inference if is_rcnn else None)
@@ -290,6 +332,29 @@ def export_detector(
 
     notes = ["traced on a fixed input size: other sizes are not guaranteed to work"]
     return ExportResult(path, fmt, method, run, notes)
+
+
+def onnx_file_runner(path: str) -> Callable[[Tensor], Dict[str, Tensor]]:
+    """``run(image) -> {"pred_boxes", "scores", "pred_classes"[, "pred_masks"]}`` on an ONNX
+    file written by :func:`export_dynamic_onnx`, through an onnxruntime session (fp32, CPU)."""
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+
+    def run(img: Tensor) -> Dict[str, Tensor]:
+        values = session.run(None, {"image": img.detach().cpu().numpy().astype("float32")})
+        outputs = dict(zip(names, values))
+        result = {
+            "pred_boxes": torch.from_numpy(outputs["boxes"]),
+            "scores": torch.from_numpy(outputs["scores"]),
+            "pred_classes": torch.from_numpy(outputs["classes"]),
+        }
+        if "masks" in outputs:
+            result["pred_masks"] = torch.from_numpy(outputs["masks"])
+        return result
+
+    return run
 
 
 def export_backbone(

@@ -1,6 +1,6 @@
 """Comparison of an exported model's outputs with the PyTorch model's."""
 
-from typing import Dict, Mapping
+from typing import Callable, Dict, List, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -12,6 +12,7 @@ __all__ = [
     "compare_detections",
     "compare_outputs",
     "to_numpy_dict",
+    "verify_on_images",
 ]
 
 
@@ -145,3 +146,53 @@ def compare_detections(
             return compare_outputs(exp, matched, atol, rtol)
         except ExportVerificationError as e:
             raise ExportVerificationError(f"{e} (after matching reordered detections)") from e
+
+
+def verify_on_images(
+    reference: Callable[[torch.Tensor], Mapping[str, object]],
+    exported: Callable[[torch.Tensor], Mapping[str, object]],
+    images: Sequence[torch.Tensor],
+    atol: float = 1e-3,
+    rtol: float = 1e-3,
+) -> List[Dict[str, object]]:
+    """Compare an exported detector with PyTorch on every image (e.g. several sizes).
+
+    Args:
+        reference: ``image -> outputs`` of the PyTorch model
+            (:func:`se_detectron.export.reference_outputs`).
+        exported: ``image -> outputs`` of the exported file.
+        images: preprocessed ``(3, H, W)`` images; give several sizes and aspect ratios to
+            check a file exported for any size.
+        atol: absolute tolerance.
+        rtol: relative tolerance.
+
+    Returns:
+        One ``{"input_shape", "num_detections", "max_abs_diff"}`` per image.
+
+    Raises:
+        ExportVerificationError: naming the input shape and the output that differs, or the
+            runtime's error if the exported file cannot run on that input.
+    """
+    reports = []
+    for image in images:
+        shape = tuple(image.shape)
+        expected = reference(image)
+        try:
+            actual = exported(image)
+        except Exception as e:  # the runtime's own error type (onnxruntime, OpenVINO, torch)
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ExportVerificationError(
+                f"input {shape}: the exported model failed to run: {first}"
+            ) from e
+        try:
+            diffs = compare_detections(expected, actual, atol=atol, rtol=rtol)
+        except ExportVerificationError as e:
+            raise ExportVerificationError(f"input {shape}: {e}") from e
+        reports.append(
+            {
+                "input_shape": list(shape),
+                "num_detections": int(len(to_numpy_dict(expected)["scores"])),
+                "max_abs_diff": diffs,
+            }
+        )
+    return reports
