@@ -46,8 +46,8 @@ def load_file_config(path: str) -> CfgNode:
     text = read_file_config(path)
     if text is None:
         raise DeployError(
-            f"{path}: carries no se_detectron config; export it with se-export-model "
-            "--format onnx (or quantize it with se-deploy quantize)"
+            f"{path}: carries no se_detectron config (not written by se-export-model --format "
+            "onnx); export the model with it"
         )
     with tempfile.TemporaryDirectory() as tmp:
         config_file = os.path.join(tmp, "config.yaml")
@@ -207,8 +207,8 @@ def load(
 
     Args:
         path: a ``.onnx`` file written by ``se-export-model --format onnx`` (any image size,
-            carries its config), an OpenVINO ``.xml`` (e.g. the int8 model of
-            ``se-deploy quantize``), or, for ``backend="torch"``, also a config ``.yaml``.
+            carries its config) or by ``se-deploy quantize`` (int8), or, for
+            ``backend="torch"``, also a config ``.yaml`` (with ``MODEL.WEIGHTS``).
         backend: ``"onnxruntime"``, ``"openvino"`` or ``"torch"`` (the PyTorch model the file
             was exported from: the file's config and its ``MODEL.WEIGHTS``, or ``cfg``'s).
         precision: ``"fp32"`` (default, every backend) or ``"bf16"`` (OpenVINO, on CPUs with
@@ -240,8 +240,6 @@ def load(
             TorchRuntime(cfg if cfg is not None else file_cfg, precision), file_cfg
         )
     if backend == "onnxruntime":
-        if path.endswith(".xml"):
-            raise DeployError(f"{path}: an OpenVINO IR runs with --backend openvino only")
         if precision != "fp32":
             raise DeployError(f"--precision {precision!r}: the onnxruntime backend runs fp32 only")
         return DeployedPredictor(OnnxRuntimeRuntime(path, threads), file_cfg)

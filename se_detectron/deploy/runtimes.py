@@ -14,6 +14,9 @@ import numpy as np
 from ..errors import SEDetectronError
 from ..export.graph import GRAPH_OUTPUTS, METADATA_CONFIG
 
+#: ONNX metadata key saying ``int8`` in a quantized file
+METADATA_PRECISION = "se_detectron.precision"
+
 __all__ = [
     "BACKENDS",
     "PRECISIONS",
@@ -22,6 +25,7 @@ __all__ = [
     "OpenVINORuntime",
     "Runtime",
     "read_file_config",
+    "read_file_metadata",
 ]
 
 #: backend name -> (Python package, what to install)
@@ -57,41 +61,29 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def read_file_config(path: str) -> Optional[str]:
-    """The config YAML an exported file carries (ONNX metadata or OpenVINO IR ``rt_info``).
+def read_file_metadata(path: str) -> Dict[str, str]:
+    """The ONNX metadata of an exported file (``se_detectron.config``, ``se_detectron.precision``).
 
     Args:
-        path: a ``.onnx`` file or an OpenVINO ``.xml`` file.
-
-    Returns:
-        The YAML text, or None if the file carries none.
+        path: a ``.onnx`` file.
 
     Raises:
-        DeployError: the file does not exist or cannot be parsed.
+        DeployError: the file does not exist or is not an ONNX file.
     """
     if not os.path.isfile(path):
         raise DeployError(f"exported model {path!r}: no such file")
-    if path.endswith(".xml"):
-        ov = require_backend("openvino")
-        try:
-            model = ov.Core().read_model(path)
-        except Exception as e:
-            raise DeployError(f"{path}: OpenVINO cannot read it: {_first_line(e)}") from None
-        return ir_config(model)
     import onnx
 
     try:
         proto = onnx.load(path, load_external_data=False)
     except Exception as e:
         raise DeployError(f"{path}: not an ONNX file ({_first_line(e)})") from None
-    return {p.key: p.value for p in proto.metadata_props}.get(METADATA_CONFIG)
+    return {p.key: p.value for p in proto.metadata_props}
 
 
-def ir_config(model) -> Optional[str]:
-    """The config YAML stored in an OpenVINO model's ``rt_info`` (None if absent)."""
-    if model.has_rt_info(["se_detectron", "config"]):
-        return str(model.get_rt_info(["se_detectron", "config"]).astype(str))
-    return None
+def read_file_config(path: str) -> Optional[str]:
+    """The config YAML an exported ONNX file carries, or None."""
+    return read_file_metadata(path).get(METADATA_CONFIG)
 
 
 class Runtime:
@@ -130,15 +122,11 @@ class OnnxRuntimeRuntime(Runtime):
         except Exception as e:  # unsupported opset/operator, corrupt file
             raise DeployError(f"{path}: onnxruntime cannot load it: {_first_line(e)}") from None
         self.names = [o.name for o in self.session.get_outputs()]
-        self.precision = "int8" if _has_quantized_ops(self.session) else "fp32"
+        meta = self.session.get_modelmeta().custom_metadata_map
+        self.precision = "int8+fp32" if meta.get(METADATA_PRECISION) == "int8" else "fp32"
 
     def __call__(self, image: np.ndarray) -> Dict[str, np.ndarray]:
         return dict(zip(self.names, self.session.run(None, {"image": image})))
-
-
-def _has_quantized_ops(session) -> bool:
-    meta = session.get_modelmeta().custom_metadata_map
-    return meta.get("se_detectron.precision") == "int8"
 
 
 def _output_name(names) -> str:
@@ -147,13 +135,14 @@ def _output_name(names) -> str:
 
 
 class OpenVINORuntime(Runtime):
-    """An ONNX file or OpenVINO IR (``.xml``) compiled for OpenVINO's CPU plugin.
+    """An ONNX file compiled for OpenVINO's CPU plugin.
 
     Args:
-        path: ``.onnx`` or ``.xml`` (e.g. the int8 IR of :mod:`se_detectron.deploy.quantize`).
+        path: the ``.onnx`` file (fp32, or the int8 QDQ file of
+            :mod:`se_detectron.deploy.quantize`).
         precision: ``"fp32"`` (``INFERENCE_PRECISION_HINT`` f32, set explicitly: the plugin
             otherwise runs bf16 on CPUs with bf16 units) or ``"bf16"`` (refused on a CPU
-            without bf16 support: OpenVINO would silently run f32). An int8 IR runs its
+            without bf16 support: OpenVINO would silently run f32). An int8 file runs its
             quantized layers in int8 and the others in this precision.
         threads: ``INFERENCE_NUM_THREADS`` (0: OpenVINO's default).
     """
@@ -176,7 +165,7 @@ class OpenVINORuntime(Runtime):
             model = core.read_model(path)
         except Exception as e:
             raise DeployError(f"{path}: OpenVINO cannot read it: {_first_line(e)}") from None
-        quantized = model.has_rt_info(["se_detectron", "precision"])
+        quantized = read_file_metadata(path).get(METADATA_PRECISION) == "int8"
         config = {"INFERENCE_PRECISION_HINT": "f32" if precision == "fp32" else "bf16"}
         if threads:
             config["INFERENCE_NUM_THREADS"] = threads

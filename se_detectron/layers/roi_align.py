@@ -172,11 +172,18 @@ class SeparableROIAlign(ROIAlign):
     """Detectron2's ``ROIAlign`` computing CPU tensors with :func:`separable_roi_align`.
 
     Same constructor and outputs as ``detectron2.layers.ROIAlign``; tensors on other devices,
-    quantized tensors and scripted models go to torchvision's kernel.
+    quantized tensors, scripted models and traced ones (an export: torchvision's kernel becomes
+    ONNX ``RoiAlign``, whose shapes follow the input, where this kernel's per-image Python loop
+    would be frozen into the trace) go to torchvision's kernel.
     """
 
     def forward(self, input: torch.Tensor, rois: torch.Tensor) -> torch.Tensor:
-        if not torch.jit.is_scripting() and input.device.type == "cpu" and not input.is_quantized:
+        if (
+            not torch.jit.is_scripting()
+            and not torch.jit.is_tracing()
+            and input.device.type == "cpu"
+            and not input.is_quantized
+        ):
             return self._separable(input, rois)
         # torchvision's kernel, called as Detectron2's ROIAlign.forward calls it (TorchScript
         # cannot compile super())
