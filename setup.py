@@ -22,6 +22,7 @@ CONSOLE_SCRIPTS = [
     "se-predict = se_detectron.engine.predict:cli",
     "se-run-demo = se_detectron.demo:cli",
     "se-export-model = se_detectron.export.cli:cli",
+    "se-deploy = se_detectron.deploy.cli:cli",
     "se-benchmark = se_detectron.benchmark.cli:cli",
     "se-gpu-check = se_detectron.benchmark.gpu_check:cli",
     "se-analyze-excitation = se_detectron.analysis.cli:cli",
@@ -73,6 +74,12 @@ setup(
             "safetensors>=0.4",
             "onnx>=1.15",
             "onnxruntime>=1.17",
+        ],
+        # run exported detectors: se_detectron.deploy, se-deploy, se-predict --backend
+        "deploy": [
+            "onnx>=1.15",
+            "onnxruntime>=1.17",
+            "openvino>=2024.0",
         ],
     },
 )

@@ -34,6 +34,11 @@ TOOLS = {
     "demo": ("se_detectron.engine.predict:cli", "se-predict", "draw a detector's detections"),
     "run_demo": ("se_detectron.demo:cli", "se-run-demo", "make demo: pretrain, convert, fine-tune"),
     "export_model": ("se_detectron.export.cli:cli", "se-export-model", "TorchScript / ONNX export"),
+    "deploy": (
+        "se_detectron.deploy.cli:cli",
+        "se-deploy",
+        "evaluate / int8-quantize / compare exported detectors (ONNX Runtime, OpenVINO)",
+    ),
     "benchmark": ("se_detectron.benchmark.cli:cli", "se-benchmark", "SE vs plain speed and memory"),
     "gpu_check": (
         "se_detectron.benchmark.gpu_check:cli",
