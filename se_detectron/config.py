@@ -39,6 +39,7 @@ __all__ = [
     "merge_config_file",
     "merge_config_opts",
     "rename_deprecated_keys",
+    "rename_deprecated_opts",
     "same_value",
 ]
 

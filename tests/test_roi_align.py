@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from detectron2.config import CfgNode
 from detectron2.layers import ROIAlign
 from torchvision.ops import roi_align
 
@@ -173,6 +174,7 @@ def test_former_key_is_accepted_with_a_warning_naming_the_new_one(tmp_path):
         get_se_cfg,
         merge_config_file,
         merge_config_opts,
+        rename_deprecated_keys,
     )
 
     old = tmp_path / "old.yaml"
@@ -200,6 +202,13 @@ def test_former_key_is_accepted_with_a_warning_naming_the_new_one(tmp_path):
         merge_config_file(get_se_cfg(), str(both))
     with pytest.raises(KeyError, match="renamed to MODEL.CPU_ROI_ALIGN"):
         get_se_cfg().merge_from_file(str(old))
+
+    # a config stored in a checkpoint before the rename (pretraining checkpoints' "cfg")
+    stored = CfgNode.load_cfg('MODEL:\n  SE:\n    CPU_ROI_ALIGN: "separable"\n')
+    cfg = get_se_cfg()
+    with pytest.warns(FutureWarning, match="checkpoint.pth: config key MODEL.SE.CPU_ROI_ALIGN"):
+        cfg.merge_from_other_cfg(rename_deprecated_keys(stored, "checkpoint.pth"))
+    assert cfg.MODEL.CPU_ROI_ALIGN == "separable"
 
 
 def test_use_separable_roi_align_counts_and_keeps_settings():

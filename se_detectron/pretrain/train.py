@@ -22,7 +22,7 @@ from detectron2.utils import comm
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torchvision.transforms import v2
 
-from ..config import get_se_cfg
+from ..config import get_se_cfg, rename_deprecated_opts
 from ..data.synthetic_crops import (
     SYNTHETIC_CROPS_NAME,
     default_synthetic_crops_root,
@@ -62,7 +62,7 @@ def build_trunk_cfg(args):
     if args.opts:
         if len(args.opts) % 2:
             raise PretrainError(f"config overrides come in KEY VALUE pairs, got {args.opts}")
-        cfg.merge_from_list(list(args.opts))
+        cfg.merge_from_list(rename_deprecated_opts(args.opts))
     return cfg
 
 
