@@ -6,6 +6,7 @@ generated from the docstrings (``docs/modules/*.rst``: autodoc + napoleon for th
 a Markdown link to a page or heading that does not exist, fails the build. No network is used.
 """
 
+import importlib
 import os
 import sys
 
@@ -59,7 +60,7 @@ autodoc_default_options = {
 }
 autodoc_typehints = "description"
 autodoc_typehints_description_target = "documented_params"
-autoclass_content = "both"
+autoclass_content = "class"  # our classes document their arguments in the class docstring
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
 napoleon_use_rtype = False
@@ -121,16 +122,39 @@ def _resolve_se_reference(app, env, node, contnode):
     else:
         return None
     domain = env.get_domain("py")
+    home = _home(target if target.startswith("se_detectron.") else f"{module}.{target}")
+    if home in domain.objects:
+        return domain.resolve_xref(env, node["refdoc"], app.builder, "obj", home, node, contnode)
     for prefix in prefixes:
         names = [n for n in domain.objects if n.startswith(prefix + ".") and n.endswith("." + tail)]
-        if len(names) == 1:
-            return domain.resolve_xref(
-                env, node["refdoc"], app.builder, "obj", names[0], node, contnode
-            )
-        if len(names) > 1:
+        if names:
+            # a module-level object before a method of the same name
+            depth = min(n.count(".") for n in names)
+            names = [n for n in names if n.count(".") == depth]
+            if len(names) == 1:
+                return domain.resolve_xref(
+                    env, node["refdoc"], app.builder, "obj", names[0], node, contnode
+                )
             return None
     return None
 
 
+def _home(dotted):
+    """``module.qualname`` where the object named ``dotted`` is defined, or None."""
+    module_name, _, attr = dotted.rpartition(".")
+    try:
+        obj = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError, ValueError):
+        return None
+    module, qualname = getattr(obj, "__module__", None), getattr(obj, "__qualname__", None)
+    return f"{module}.{qualname}" if module and qualname else None
+
+
+def _public_bases(app, name, obj, options, bases):
+    """Leave private mixins (``_SEResidualJoin``) out of a class's "Bases:" line."""
+    bases[:] = [b for b in bases if not getattr(b, "__name__", "").startswith("_")]
+
+
 def setup(app):
     app.connect("missing-reference", _resolve_se_reference)
+    app.connect("autodoc-process-bases", _public_bases)

@@ -29,6 +29,7 @@ __all__ = [
     "build_optimizer",
 ]
 
+#: The values of ``SOLVER.OPTIMIZER``.
 OPTIMIZERS = ("SGD", "AdamW")
 
 

@@ -23,10 +23,10 @@ one ``addcmul``, as the original Caffe release fused the two):
 * without autograd (inference, frozen stages) :meth:`SqueezeExcitation.scale_add` can write the
   result over ``x`` (``inplace=True``), which costs about what the plain block's ``x += shortcut``
   costs, so the only extra pass left is the pool;
-* with autograd and average squeeze, :class:`_SqueezeScaleAdd` computes the backward of pool,
-  scale and addition in two passes over the feature map (one per-channel dot product for the
-  excitation's gradient, one ``addcmul`` for the input's) instead of the five to six full-size
-  temporaries that autograd builds from the separate operations.
+* with autograd and average squeeze, an ``autograd.Function`` (``_SqueezeScaleAdd``) computes
+  the backward of pool, scale and addition in two passes over the feature map (one per-channel
+  dot product for the excitation's gradient, one ``addcmul`` for the input's) instead of the five
+  to six full-size temporaries that autograd builds from the separate operations.
 
 Both give the same numbers as the straightforward operations (``x * s + shortcut``); the
 straightforward path is kept, selectable with :func:`se_fast_path`, and it is what TorchScript
