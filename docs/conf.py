@@ -59,6 +59,8 @@ autodoc_default_options = {
     "member-order": "bysource",
 }
 autodoc_typehints = "description"
+# "SeparableROIAlign", not "se_detectron.layers.roi_align.SeparableROIAlign", in each heading
+add_module_names = False
 autodoc_typehints_description_target = "documented_params"
 autoclass_content = "class"  # our classes document their arguments in the class docstring
 napoleon_google_docstring = True
@@ -78,7 +80,6 @@ html_theme = "furo"
 html_title = f"se_detectron {release}"
 html_static_path = []
 html_show_sourcelink = False
-pygments_style = "sphinx"
 
 # -- Cross-references --------------------------------------------------------------------------
 # Every reference to an se_detectron object must resolve (nitpicky): a docstring that names a
