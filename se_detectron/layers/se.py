@@ -15,7 +15,7 @@ The layer computes, for an input ``x`` of shape (N, C, H, W):
 * scale (Sec. 3.3): ``y = s * x``, a channel-wise multiply.
 
 Performance. SE adds ~0.1% multiply-adds to a ResNet-50 but, done naively, 8-18% of its time on
-a 2-core CPU (``tools/benchmark.py``, docs/performance.md): the pool and the multiply are
+a 2-core CPU (``tools/benchmark.py``, docs/notes/benchmarks.md): the pool and the multiply are
 memory-bound passes over the feature map, and each fresh full-size result costs page faults on
 CPU. So the residual block's scale is fused with its residual addition (``shortcut + s * x`` in
 one ``addcmul``, as the original Caffe release fused the two):
@@ -237,7 +237,7 @@ class SqueezeExcitation(nn.Module):
 def _exporting_or_compiling() -> bool:
     """Tracing (TorchScript/ONNX export) or ``torch.compile``: use the plain operations, which
     exporters understand and which Inductor fuses itself better than the fast path (see
-    docs/performance.md, "Fused optimizer steps and torch.compile")."""
+    docs/notes/benchmarks.md, "Fused optimizer steps and torch.compile")."""
     return torch.jit.is_tracing() or torch.compiler.is_compiling()
 
 
