@@ -48,7 +48,7 @@ lint: setup
 # (docs/conf.py), into docs/_build/html. Warnings (a broken link between pages, a docstring that
 # does not parse, a reference to a name that does not exist) fail the build.
 docs: setup
-	$(PY) -m sphinx -W --keep-going -q -b html -c docs . docs/_build/html
+	$(PY) -m sphinx -E -W --keep-going -q -b html -c docs . docs/_build/html
 
 format: setup
 	$(PY) -m ruff format .
