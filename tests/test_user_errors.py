@@ -1,4 +1,4 @@
-"""User mistakes and faults (issue #25): one ``error:`` line and exit status 2, no lost work.
+"""User mistakes and faults: one ``error:`` line and exit status 2, no lost work.
 
 The table runs every tool's command-line function in-process on tiny inputs (3 images of 64 px,
 SE-R18, at most 2 iterations); most probes stop before anything is trained.
