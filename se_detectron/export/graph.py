@@ -88,19 +88,22 @@ def model_config_keys(cfg) -> Dict[str, str]:
     and the test-time input settings), flattened to ``{key: repr(value)}``."""
     flat: Dict[str, str] = {}
 
+    def plain(value):  # a YAML round trip turns tuples into lists
+        return [plain(v) for v in value] if isinstance(value, (list, tuple)) else value
+
     def walk(node, prefix):
         for key, value in node.items():
             name = f"{prefix}{key}"
             if hasattr(value, "items"):
                 walk(value, name + ".")
             else:
-                flat[name] = repr(value)
+                flat[name] = repr(plain(value))
 
     walk(cfg.MODEL, "MODEL.")
     for key in ("MODEL.WEIGHTS", "MODEL.DEVICE"):
         flat.pop(key, None)
     for key in ("FORMAT", "MIN_SIZE_TEST", "MAX_SIZE_TEST"):
-        flat[f"INPUT.{key}"] = repr(cfg.INPUT[key])
+        flat[f"INPUT.{key}"] = repr(plain(cfg.INPUT[key]))
     flat["TEST.DETECTIONS_PER_IMAGE"] = repr(cfg.TEST.DETECTIONS_PER_IMAGE)
     return flat
 
