@@ -22,6 +22,7 @@ from typing import Dict, Iterable, List, Optional, Sequence
 import numpy as np
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.detection_utils import read_image
+from detectron2.engine import DefaultPredictor
 from detectron2.utils.visualizer import Visualizer
 from PIL import Image
 from pycocotools import mask as mask_util
@@ -114,7 +115,11 @@ def predict_images(
         ``"segmentation"`` (COCO RLE of the mask in image pixels) to each detection.
     """
     if predictor is None:
-        predictor = make_predictor(cfg, argparse.Namespace(model=None, backend=None))[0]
+        default = DefaultPredictor(cfg)
+
+        def predictor(image):
+            return default(image)["instances"]
+
     name = metadata_name or (cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else "__unused")
     metadata = MetadataCatalog.get(name)
     if metadata.get("thing_classes", None) is None and name in DatasetCatalog.list():

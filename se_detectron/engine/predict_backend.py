@@ -49,7 +49,7 @@ def add_backend_arguments(parser) -> None:
     parser.add_argument("--threads", type=int, default=0, help="runtime threads (0: default)")
 
 
-def make_predictor(cfg, args) -> Tuple[Callable[[np.ndarray], Instances], object]:
+def make_predictor(cfg, args) -> Tuple[Optional[Callable[[np.ndarray], Instances]], object]:
     """The ``BGR image -> Instances`` function ``args`` asks for, and the config it runs.
 
     Args:
@@ -57,17 +57,15 @@ def make_predictor(cfg, args) -> Tuple[Callable[[np.ndarray], Instances], object
         args: ``se-predict``'s arguments (:func:`add_backend_arguments`).
 
     Returns:
-        ``(predictor, cfg)``: with ``--model``, the file's config (checked against ``cfg``).
+        ``(predictor, cfg)``: without ``--model``, ``(None, cfg)`` (the caller's
+        ``DefaultPredictor``); with it, the file's predictor and config (checked against ``cfg``).
     """
-    from detectron2.engine import DefaultPredictor
-
     from ..deploy import DeployError, load
 
     if args.model is None:
         if args.backend not in (None, "torch"):
             raise DeployError(f"--backend {args.backend} needs --model exported.onnx")
-        default = DefaultPredictor(cfg)
-        return (lambda image: default(image)["instances"]), cfg
+        return None, cfg
     predictor = load(
         args.model, args.backend or "onnxruntime", args.precision, cfg=cfg, threads=args.threads
     )

@@ -40,10 +40,10 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--export-method", choices=EXPORT_METHODS, default="tracing")
     parser.add_argument(
         "--sample-image",
-        nargs="+",
-        default=[None],
-        help="image(s) used to trace (the first) and verify (default: the first "
-        "se_synthetic_val image)",
+        action="append",
+        default=None,
+        help="image used to trace (the first) and verify; repeat for more images (default: "
+        "the first se_synthetic_val image)",
     )
     parser.add_argument(
         "--verify-scales",
@@ -77,13 +77,14 @@ def main(args: argparse.Namespace) -> dict:
     """
 
     cfg = get_se_cfg(args.config_file, ["MODEL.DEVICE", "cpu"] + list(args.opts))
+    samples = args.sample_image or [None]
     torch.manual_seed(cfg.SEED if cfg.SEED >= 0 else 0)  # reproducible if MODEL.WEIGHTS is ""
     model = build_eval_model(cfg)
     if args.format == "onnx":
         check_exportable(model, args.opset)  # before anything is written
-        images = verification_images(cfg, args.sample_image, args.verify_scales)
+        images = verification_images(cfg, samples, args.verify_scales)
     else:  # a traced TorchScript file is fixed to the sample image's size
-        images = verification_images(cfg, args.sample_image[:1], args.verify_scales[:1])
+        images = verification_images(cfg, samples[:1], args.verify_scales[:1])
     image = images[0]
     expected = reference_outputs(model, image)
     result = export_detector(

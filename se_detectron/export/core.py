@@ -155,8 +155,9 @@ def verification_images(
 
     Every image is resized as :func:`load_sample_image` does with ``INPUT.MIN_SIZE_TEST`` and
     ``INPUT.MAX_SIZE_TEST`` multiplied by each scale; the images at odd positions of ``scales``
-    are transposed (landscape <-> portrait), so a file fixed to one size or one aspect ratio
-    fails the comparison.
+    are also stretched 1.5x in width and transposed (a square image becomes portrait, a
+    landscape one portrait), so a file fixed to one size or one aspect ratio fails the
+    comparison.
 
     Args:
         cfg: the model's config.
@@ -171,7 +172,13 @@ def verification_images(
     for path in paths:
         for k, scale in enumerate(scales):
             image = load_sample_image(cfg, path, scale=scale)
-            images.append(image.transpose(1, 2).contiguous() if k % 2 else image)
+            if k % 2:
+                h, w = image.shape[1:]
+                wide = torch.nn.functional.interpolate(
+                    image[None], size=(h, max(1, round(w * 1.5))), mode="bilinear"
+                )[0]
+                image = wide.transpose(1, 2).contiguous()
+            images.append(image)
     return images
 
 
