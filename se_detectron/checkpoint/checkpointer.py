@@ -250,12 +250,13 @@ class SEDetectionCheckpointer(DetectionCheckpointer):
 
         Args:
             path: a local path or URL; ``""`` loads nothing (training from scratch).
-            *args, **kwargs: as ``DetectionCheckpointer.load`` (``checkpointables``).
+            *args: as ``DetectionCheckpointer.load``.
+            **kwargs: as ``DetectionCheckpointer.load`` (``checkpointables``).
 
         Raises:
             FileNotFoundError: naming ``MODEL.WEIGHTS`` and the path.
-            BackboneShapeMismatchError: see :meth:`_load_model`.
-            FrozenRandomInitError: see :meth:`_load_model`.
+            BackboneShapeMismatchError: a backbone tensor of another shape (the key, both shapes).
+            FrozenRandomInitError: a frozen parameter or buffer the checkpoint does not provide.
         """
         if path:
             parsed = urlparse(path)
