@@ -260,7 +260,7 @@ def _demo_lines(report: Dict) -> List[str]:
 
 
 def format_markdown(report: Dict) -> str:
-    """The report as markdown (the README's GPU table is pasted from it)."""
+    """The report as markdown (the GPU table of docs/notes/benchmarks.md is pasted from it)."""
     env = report["environment"]
     lines = [
         "# gpu-check",

@@ -152,8 +152,10 @@ def _home(dotted):
 
 
 def _public_bases(app, name, obj, options, bases):
-    """Leave private mixins (``_SEResidualJoin``) out of a class's "Bases:" line."""
-    bases[:] = [b for b in bases if not getattr(b, "__name__", "").startswith("_")]
+    """Leave ``object`` and private mixins (``_SEResidualJoin``) out of a class's "Bases:" line."""
+    bases[:] = [
+        b for b in bases if b is not object and not getattr(b, "__name__", "_").startswith("_")
+    ]
 
 
 def setup(app):

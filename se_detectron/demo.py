@@ -188,7 +188,7 @@ def stage_environment(environ: Dict[str, str], **extra: str) -> Dict[str, str]:
     (``GLIBC_TUNABLES`` or ``LD_PRELOAD`` set).
 
     By default glibc returns large freed blocks to the system and faults them in again on the
-    next iteration: the demo took 22 million minor page faults (docs/performance.md, "Where the
+    next iteration: the demo took 22 million minor page faults (docs/notes/benchmarks.md, "Where the
     demo's time goes").
 
     Args:

@@ -49,8 +49,8 @@ logger = logging.getLogger(__name__)
 
 _FIX = (
     "Fix: load SE-pretrained weights (convert them with tools/convert_pretrained.py, see "
-    "docs/weights.md) with MODEL.WEIGHTS, or set MODEL.BACKBONE.FREEZE_AT 0 to train every "
-    "layer from its random initialization."
+    "docs/tutorials/weights.md) with MODEL.WEIGHTS, or set MODEL.BACKBONE.FREEZE_AT 0 to train "
+    "every layer from its random initialization."
 )
 
 
