@@ -25,7 +25,12 @@ from detectron2.data.datasets import load_coco_json
 from detectron2.structures import BoxMode
 
 from ..errors import SEDetectronError
-from .coco_checks import check_image_sizes, degenerate_boxes, drop_degenerate_boxes
+from .coco_checks import (
+    check_image_sizes,
+    crowd_annotations,
+    degenerate_boxes,
+    drop_degenerate_boxes,
+)
 
 __all__ = [
     "DatasetConfigError",
@@ -172,8 +177,8 @@ def _require(path, kind, what, is_dir=False):
 
 def _validate_coco_json(json_file, image_root, what):
     """Check that ``json_file`` is COCO instances json whose images exist under ``image_root``
-    with the sizes it gives, and that it has annotations; returns the ids of its degenerate
-    boxes (width or height <= 0)."""
+    with the sizes it gives, and that it has annotations to train on (not all crowd regions or
+    degenerate boxes); returns the ids of its degenerate boxes (width or height <= 0)."""
     try:
         with open(json_file) as f:
             data = json.load(f)
@@ -243,8 +248,18 @@ def _validate_coco_json(json_file, image_root, what):
             f"images are missing under image root '{image_root}')."
         )
     degenerate = degenerate_boxes(data["annotations"])
-    if len(degenerate) == len(data["annotations"]):
-        dropped = f" ({len(degenerate)} have a bbox of width or height <= 0)" if degenerate else ""
+    crowd = crowd_annotations(data["annotations"])
+    if len(degenerate) + len(crowd) == len(data["annotations"]):
+        # Detectron2 trains on no crowd region and COCOeval ignores them: its loader would stop
+        # with "AssertionError: No valid data found"
+        reasons = []
+        if crowd:
+            reasons.append(
+                f"{len(crowd)} are crowd regions (iscrowd 1), which mark areas to ignore"
+            )
+        if degenerate:
+            reasons.append(f"{len(degenerate)} have a bbox of width or height <= 0")
+        dropped = f" ({'; '.join(reasons)})" if reasons else ""
         raise DatasetConfigError(
             f"{what}: '{json_file}' has no usable annotations{dropped} for its "
             f"{len(data['images'])} images: nothing to train or evaluate on."
@@ -286,8 +301,8 @@ def register_coco_dataset(name, json_file, image_root, validate=True):
     annotations are kept, boxes of zero or negative width or height are dropped (with a warning
     giving their count and the first annotation id). Paths are checked now; with ``validate``
     the json structure, the existence of every image, its size (from the file's header) and that
-    there are annotations are checked when the dataset is first loaded in the process (this
-    parses the json once more than Detectron2 does).
+    there are annotations other than crowd regions and degenerate boxes are checked when the
+    dataset is first loaded in the process (this parses the json once more than Detectron2 does).
 
     Args:
         name (str): dataset name.
