@@ -1,4 +1,4 @@
-"""se-predict (tools/demo.py): pictures and detections.json, with and without masks; output
+"""se-predict (tools/predict.py): pictures and detections.json, with and without masks; output
 names, earlier outputs, unreadable and 16-bit images, damaged weights."""
 
 import json
@@ -82,8 +82,11 @@ class RecordingPredictor(FakePredictor):
 
 @pytest.fixture
 def cli_env(tmp_path, monkeypatch):
-    """Tiny inputs, a weights file to name and the model replaced by RecordingPredictor."""
+    """Tiny inputs, a weights file to name and the model replaced by RecordingPredictor; the
+    config's datasets are not registered again (their metadata, with the class names, is
+    registered at import: the catalogs stay as other tests expect them)."""
     monkeypatch.setattr(predict, "DefaultPredictor", RecordingPredictor)
+    monkeypatch.setattr(predict, "register_datasets_from_cfg", lambda cfg: [])
     monkeypatch.setattr(RecordingPredictor, "seen", [])
     weights = tmp_path / "model.pth"
     torch.save({"model": {}}, weights)

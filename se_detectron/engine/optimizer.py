@@ -10,11 +10,11 @@ gradient clipping (``SOLVER.CLIP_GRADIENTS``).
 Both use PyTorch's fused kernels (``fused=True``: one kernel for all parameters) when every
 parameter is a floating-point tensor on the CPU or a CUDA device. The update is the same
 (tests compare it with the per-parameter implementation); only the step's time changes (about
-3x faster on CPU; measurements in docs/performance.md, "Fused optimizer steps"). Under float16
-AMP a fused kernel unscales the gradients itself, which would be after Detectron2's clipping has
-run; with clipping on, the optimizer therefore leaves the unscaling to ``GradScaler``, before its
-``step`` (:func:`~se_detectron.utils.optim.unscale_before_step`), so any ``GradScaler`` loop
-clips the true gradients.
+3x faster on CPU; measurements in docs/notes/benchmarks.md, "Fused optimizer steps"). Under
+float16 AMP a fused kernel unscales the gradients itself, which would be after Detectron2's
+clipping has run; with clipping on, the optimizer therefore leaves the unscaling to
+``GradScaler``, before its ``step`` (:func:`~se_detectron.utils.optim.unscale_before_step`), so
+any ``GradScaler`` loop clips the true gradients.
 """
 
 import torch
@@ -30,6 +30,7 @@ __all__ = [
     "build_optimizer",
 ]
 
+#: The values of ``SOLVER.OPTIMIZER``.
 OPTIMIZERS = ("SGD", "AdamW")
 
 

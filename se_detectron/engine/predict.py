@@ -1,4 +1,4 @@
-"""Run a trained detector on image files and draw its detections (``tools/demo.py``).
+"""Run a trained detector on image files and draw its detections (``tools/predict.py``).
 
     se-predict --config-file output/demo/finetune/config.yaml --input datasets/se_synthetic/val \\
         --output output/demo/predictions --opts MODEL.WEIGHTS output/demo/finetune/model_final.pth
@@ -27,13 +27,13 @@ from detectron2.utils.visualizer import Visualizer
 from PIL import Image
 from pycocotools import mask as mask_util
 
-from ..checkpoint.run_dir import check_writable
 from ..checkpoint.weights_file import check_weights_file
 from ..config import get_se_cfg
 from ..data import register_datasets_from_cfg
 from ..data.image_io import read_image
 from ..errors import SEDetectronError, user_error_status
 from ..utils import atomic_write, atomic_write_json
+from ..utils.run_dir import check_writable
 
 __all__ = [
     "DETECTIONS_FILE",
@@ -283,7 +283,7 @@ def predict_images(
 
 
 def get_parser() -> argparse.ArgumentParser:
-    """The command line of ``tools/demo.py`` (``se-predict``)."""
+    """The command line of ``tools/predict.py`` (``se-predict``)."""
     parser = argparse.ArgumentParser(
         description=__doc__.splitlines()[0],
         epilog="Exit status: 0 every image was drawn; 1 some images could not be read (skipped, "
@@ -346,5 +346,5 @@ def _run(args) -> int:
 
 
 def cli(argv=None) -> int:
-    """``tools/demo.py`` / ``se-predict``: draw detections; returns the exit status."""
+    """``tools/predict.py`` / ``se-predict``: draw detections; returns the exit status."""
     return user_error_status(_run, get_parser().parse_args(argv))
