@@ -179,7 +179,8 @@ def check_output_dir(
     Raises:
         PredictError: ``output_dir`` is an input folder, or holds earlier outputs and
             ``overwrite`` is False.
-        RunDirError: ``output_dir`` cannot be written.
+        se_detectron.errors.SEDetectronError: ``output_dir`` cannot be written (the training
+            tools' ``RunDirError``).
     """
     _check_not_an_input(output_dir, inputs)
     earlier = _earlier_outputs(output_dir, planned)
