@@ -77,6 +77,8 @@ autodoc_mock_imports = [
 
 # -- HTML ------------------------------------------------------------------------------------------
 html_theme = "furo"
+# code blocks without a language (file trees, layer diagrams) are shown as they are
+highlight_language = "none"
 html_title = f"se_detectron {release}"
 html_static_path = []
 html_show_sourcelink = False
