@@ -88,7 +88,7 @@ class Case:
         variants: variant name -> zero-argument callable running one step.
         baseline: the variant ratios are taken against (the plain ResNet-50).
         se_variant: our SE model (fast path), whose ratio the target applies to.
-        target: the SE / plain time ratio to stay within, if the issue sets one.
+        target: the SE / plain time ratio to stay within, if the case has a target.
         compare: extra (numerator, denominator) ratios to report.
         amp_variants: builds the variants for an autocast dtype when only part of a step may run
             under autocast (a training step: forward and loss; see :func:`with_precision`).
