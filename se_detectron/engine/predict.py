@@ -298,11 +298,14 @@ def predict_images(
         return visualizer.draw_instance_predictions(instances).get_image()
 
     results, coco = [], []
-    for path, picture in tqdm(list(zip(images, names)), desc="predict", unit="image"):
+    # a progress bar on a terminal (disable=None: none when stderr is a file or a pipe)
+    bar = tqdm(list(zip(images, names)), desc="predict", unit="image", disable=None)
+    for path, picture in bar:
         try:
             image = read_image(path, format="BGR")  # DefaultPredictor takes BGR
         except _UNREADABLE as e:
-            on_unreadable(path, f"{type(e).__name__}: {e}")
+            with tqdm.external_write_mode():  # the warning on its own line, not in the bar
+                on_unreadable(path, f"{type(e).__name__}: {e}")
             continue
         instances = predictor(image).to("cpu")
         instances = instances[instances.scores >= score_threshold]
@@ -393,10 +396,13 @@ def _run(args) -> int:
         predictor=predictor,
         videos=videos,
     )
-    n = sum(len(r.get("detections", ())) for r in results)
+    drawn = [r for r in results if "detections" in r]
+    n = sum(len(r["detections"]) for r in drawn)
+    frames = sum(r.get("frames", 0) for r in results)
     print(
-        f"{len(results)} inputs, {n} image detections -> {args.output}/ ({DETECTIONS_FILE}, "
-        f"{COCO_RESULTS_FILE}, *.png, *.mp4)"
+        f"{len(drawn)} images, {n} detections"
+        + (f", {len(videos)} videos ({frames} frames)" if videos else "")
+        + f" -> {args.output}/ ({DETECTIONS_FILE}, {COCO_RESULTS_FILE}, *.png)"
     )
     if unreadable:
         print(

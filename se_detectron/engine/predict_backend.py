@@ -152,7 +152,7 @@ def predict_video(
     os.close(fd)
     writer, results, frames = None, [], 0
     try:
-        with tqdm(total=total, desc=Path(path).name, unit="frame") as bar:
+        with tqdm(total=total, desc=Path(path).name, unit="frame", disable=None) as bar:
             while True:
                 ok, frame = capture.read()
                 if not ok:
