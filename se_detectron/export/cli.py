@@ -3,6 +3,7 @@
 import argparse
 import json
 import logging
+import os
 import sys
 from typing import List, Optional
 
@@ -78,6 +79,9 @@ def main(args: argparse.Namespace) -> dict:
 
     cfg = get_se_cfg(args.config_file, ["MODEL.DEVICE", "cpu"] + list(args.opts))
     samples = args.sample_image or [None]
+    if cfg.MODEL.WEIGHTS and os.path.isfile(cfg.MODEL.WEIGHTS):
+        # the file records its weights: the deploy torch backend reloads them from anywhere
+        cfg.MODEL.WEIGHTS = os.path.abspath(cfg.MODEL.WEIGHTS)
     torch.manual_seed(cfg.SEED if cfg.SEED >= 0 else 0)  # reproducible if MODEL.WEIGHTS is ""
     model = build_eval_model(cfg)
     if args.format == "onnx":
