@@ -2,7 +2,7 @@
 
 Every runtime runs the graph of :mod:`se_detectron.export.graph` on one preprocessed image and
 returns its named outputs (``boxes``, ``scores``, ``classes``, ``masks``) as numpy arrays. Each
-states and controls its numeric precision (:attr:`Runtime.precision`): OpenVINO's CPU plugin
+states and controls its numeric precision (``Runtime.precision``): OpenVINO's CPU plugin
 runs bf16 by default on CPUs that have bf16 units, so its precision hint is always set.
 """
 

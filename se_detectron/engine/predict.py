@@ -2,7 +2,7 @@
 
     se-predict --config-file output/demo/finetune/config.yaml --input datasets/se_synthetic/val \\
         --output output/demo/predictions --opts MODEL.WEIGHTS output/demo/finetune/model_final.pth
-    se-predict --model export/model.onnx --backend openvino --input "images/*.jpg" video.mp4 \\
+    se-predict --model export/model.onnx --backend openvino --input images/ video.mp4 \\
         --output predictions
 
 Writes one PNG per image (boxes, class names, scores and, for Mask R-CNN, masks; Detectron2's

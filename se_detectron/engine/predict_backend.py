@@ -4,7 +4,7 @@
   the exported file through :func:`se_detectron.deploy.load`; without ``--model``, Detectron2's
   ``DefaultPredictor`` on ``--config-file`` and ``MODEL.WEIGHTS``.
 * inputs (:func:`split_inputs`): image files, folders, glob patterns (``"data/*.jpg"``) and
-  video files (:data:`VIDEO_EXTENSIONS`, read frame by frame through OpenCV,
+  video files (``VIDEO_EXTENSIONS``, read frame by frame through OpenCV,
   :func:`predict_video`).
 * ``coco_results.json`` (:func:`coco_results`): the detections in COCO's results format.
 """

@@ -11,7 +11,7 @@ happens outside the graph with Detectron2's own ``detector_postprocess`` (see
 :mod:`se_detectron.deploy`), as in Detectron2's ``GeneralizedRCNN.inference(do_postprocess=True)``.
 
 The file carries its config (``cfg.dump()``) and the output names in the ONNX metadata
-(:data:`METADATA_CONFIG`, ...), so a runtime needs nothing but the file.
+(``se_detectron.config``, ...), so a runtime needs nothing but the file.
 """
 
 import io
