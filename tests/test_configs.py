@@ -96,9 +96,9 @@ def test_config_builds_trains_and_infers(config_file):
     cfg.MODEL.DEVICE = "cpu"
     family = next((f for f in COCO_TRAIN_SETS if f in config_file), None)
     if config_file.startswith(("COCO-", "Misc/")):
-        assert cfg.DATASETS.TRAIN == COCO_TRAIN_SETS.get(family, ("coco_2017_train",))
+        assert COCO_TRAIN_SETS.get(family, ("coco_2017_train",)) == cfg.DATASETS.TRAIN
         num_classes = 1 if family == "keypoint" else 80  # people
-        assert cfg.MODEL.ROI_HEADS.NUM_CLASSES == num_classes
+        assert num_classes == cfg.MODEL.ROI_HEADS.NUM_CLASSES
         assert cfg.MODEL.RETINANET.NUM_CLASSES == 80
     # Small proposal counts keep the step fast; the architecture is the config's.
     cfg.MODEL.RPN.POST_NMS_TOPK_TRAIN = cfg.MODEL.RPN.POST_NMS_TOPK_TEST = 50

@@ -17,8 +17,8 @@ import torch
 from detectron2.layers import ShapeSpec
 
 from se_detectron import get_se_cfg
-from se_detectron.checkpoint import ConversionError, convert_state_dict, read_converted
 from se_detectron.config import config_opts
+from se_detectron.convert import ConversionError, convert_state_dict, read_converted
 from se_detectron.modeling import build_se_resnet
 
 timm = pytest.importorskip("timm")
@@ -158,7 +158,7 @@ def test_convert_by_timm_name_from_the_hub_cache(offline_caches, capsys):
     assert config["MODEL.SE.EXCITATION"] == "eca"
     # the config written beside the weights builds the detector those weights need
     cfg = get_se_cfg(str(out.with_suffix(".yaml")))
-    assert cfg.MODEL.WEIGHTS == str(out) and cfg.MODEL.SE.EXCITATION == "eca"
+    assert str(out) == cfg.MODEL.WEIGHTS and cfg.MODEL.SE.EXCITATION == "eca"
     trunk = _trunk(config)
     trunk.load_state_dict({k: torch.as_tensor(v) for k, v in converted["model"].items()})
     _assert_same_features(trunk, model)

@@ -17,7 +17,7 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 from yacs.config import CfgNode
 
-from ..checkpoint import SEDetectionCheckpointer, prepare_run_dir
+from ..checkpoint import SEDetectionCheckpointer
 from ..config import (
     get_config_file,
     get_se_cfg,
@@ -32,6 +32,7 @@ from ..data import (
 )
 from ..errors import USER_ERRORS, SEDetectronError, exit_on_user_error
 from ..utils import atomic_write_json
+from ..utils.run_dir import prepare_run_dir
 from .trainer import SETrainer
 
 __all__ = [
@@ -113,7 +114,7 @@ def _merge(cfg, args):
             except FileNotFoundError:
                 raise UserError(
                     f"--config-file {args.config_file!r}: no such file, and no config of that "
-                    f"name ships with se_detectron (shipped: {', '.join(list_configs())})"
+                    f"name ships with se_detectron (shipped: {', '.join(list_configs('.yaml'))})"
                 ) from None
         merge_config_file(cfg, args.config_file)
     merge_config_opts(cfg, args.opts)
@@ -132,7 +133,7 @@ def _check_batch_size(cfg, args):
 
 
 def prepare_output_dir(output_dir, args, key="OUTPUT_DIR"):
-    """Apply the run-folder rules of :func:`~se_detectron.checkpoint.prepare_run_dir` for a
+    """Apply the run-folder rules of :func:`~se_detectron.utils.run_dir.prepare_run_dir` for a
     training run (nothing for ``--eval-only``) and set ``args.resume`` to whether it resumes.
 
     Args:

@@ -1,3 +1,11 @@
+"""Layers: the Squeeze-and-Excitation unit, the deformable conv and the separable CPU RoIAlign.
+
+:class:`SqueezeExcitation` is the only implementation of the SE math in the package (paper
+Sec. 3); :func:`use_separable_roi_align` swaps torchvision's CPU RoIAlign for the exact separable
+form (``MODEL.CPU_ROI_ALIGN``); :class:`DeformConv` is Detectron2's deformable conv computed by
+torchvision.
+"""
+
 from .deform_conv import DeformConv
 from .roi_align import (
     CPU_ROI_ALIGN_CHOICES,

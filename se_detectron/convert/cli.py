@@ -32,7 +32,7 @@ from .convert import convert_checkpoint, format_summary
 from .formats import SOURCE_FORMATS, ConversionError
 from .hub import fetch_timm_weights
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "cli"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -93,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def cli(argv: Optional[List[str]] = None) -> int:
     """Run the converter; returns the exit status (0 success, 2 after one ``error:`` line)."""
     args = build_parser().parse_args(argv)
     return user_error_status(_convert, args)
