@@ -143,14 +143,14 @@ def test_convert_by_timm_name_from_the_hub_cache(offline_caches, capsys):
     out = tmp / "out" / "eca26t.pkl"
     out.parent.mkdir()
     # not in the cache: one error line naming the model and the cache folder
-    assert convert_pretrained.main(["--timm", "ecaresnet26t", str(out)]) == 2
+    assert convert_pretrained.cli(["--timm", "ecaresnet26t", str(out)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: --timm ecaresnet26t:") and "\n" not in err
     assert "timm/ecaresnet26t.ra2_in1k" in err and str(tmp / "hf" / "hub") in err
 
     model = _randomized("ecaresnet26t")
     _hub_cache(tmp / "hf" / "hub", "timm/ecaresnet26t.ra2_in1k", model, "ecaresnet26t")
-    assert convert_pretrained.main(["--timm", "ecaresnet26t", str(out)]) == 0
+    assert convert_pretrained.cli(["--timm", "ecaresnet26t", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "architecture   : eca_resnet26t: ECA-ResNet-26-D" in printed
     converted = read_converted(str(out))
@@ -168,7 +168,7 @@ def test_convert_by_timm_name_from_the_hub_cache(offline_caches, capsys):
 def test_convert_legacy_weights_by_name_from_the_torch_hub_cache(offline_caches, capsys):
     tmp = offline_caches
     out = tmp / "legacy18.pkl"
-    assert convert_pretrained.main(["--timm", "legacy_seresnet18", str(out)]) == 2
+    assert convert_pretrained.cli(["--timm", "legacy_seresnet18", str(out)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: --timm legacy_seresnet18:") and "\n" not in err
     assert str(tmp / "torch" / "hub" / "checkpoints") in err
@@ -178,7 +178,7 @@ def test_convert_legacy_weights_by_name_from_the_torch_hub_cache(offline_caches,
     folder.mkdir(parents=True)
     url = timm.models.get_pretrained_cfg("legacy_seresnet18").url
     torch.save(model.state_dict(), folder / os.path.basename(url))
-    assert convert_pretrained.main(["--timm", "legacy_seresnet18", str(out)]) == 0
+    assert convert_pretrained.cli(["--timm", "legacy_seresnet18", str(out)]) == 0
     config = read_converted(str(out))["se_detectron_config"]
     assert config["MODEL.SE.RELU_BEFORE_SE"] is True and config["MODEL.SE.STEM_CEIL_POOL"]
 
@@ -193,7 +193,7 @@ def test_timm_name_errors(offline_caches, capsys):
         ([out], "error: give the output .pkl"),
     ]
     for argv, message in cases:
-        assert convert_pretrained.main(argv) == 2
+        assert convert_pretrained.cli(argv) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith(message) and "\n" not in err, err
 
