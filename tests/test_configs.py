@@ -90,16 +90,44 @@ def test_documented_config_path_loads_every_config():
         assert cfg == get_se_cfg(config_file), config_file
 
 
-@pytest.mark.parametrize("config_file", CONFIG_FILES)
-def test_config_builds_trains_and_infers(config_file):
-    cfg = get_se_cfg(config_file)
-    cfg.MODEL.DEVICE = "cpu"
+def _same_model_groups():
+    """Configs grouped by their model (``MODEL`` without ``WEIGHTS``): a 1x and a 3x schedule
+    build the same network, so one training step and inference cover both."""
+    groups = {}
+    for config_file in CONFIG_FILES:
+        model = get_se_cfg(config_file).MODEL.clone()
+        model.WEIGHTS = ""
+        groups.setdefault(model.dump(), []).append(config_file)
+    return list(groups.values())
+
+
+MODEL_GROUPS = _same_model_groups()
+
+
+def test_every_config_is_in_one_model_group():
+    assert sorted(f for group in MODEL_GROUPS for f in group) == CONFIG_FILES
+    # the schedule variants share a model, the other configs do not
+    assert [
+        "COCO-Keypoints/keypoint_rcnn_SE_R_50_FPN_1x.yaml",
+        "COCO-Keypoints/keypoint_rcnn_SE_R_50_FPN_3x.yaml",
+    ] in MODEL_GROUPS
+
+
+def _check_datasets(config_file, cfg):
     family = next((f for f in COCO_TRAIN_SETS if f in config_file), None)
     if config_file.startswith(("COCO-", "Misc/")):
         assert COCO_TRAIN_SETS.get(family, ("coco_2017_train",)) == cfg.DATASETS.TRAIN
         num_classes = 1 if family == "keypoint" else 80  # people
         assert num_classes == cfg.MODEL.ROI_HEADS.NUM_CLASSES
         assert cfg.MODEL.RETINANET.NUM_CLASSES == 80
+
+
+@pytest.mark.parametrize("config_files", MODEL_GROUPS, ids=["+".join(g) for g in MODEL_GROUPS])
+def test_config_builds_trains_and_infers(config_files):
+    for config_file in config_files:
+        _check_datasets(config_file, get_se_cfg(config_file))
+    cfg = get_se_cfg(config_files[0])
+    cfg.MODEL.DEVICE = "cpu"
     # Small proposal counts keep the step fast; the architecture is the config's.
     cfg.MODEL.RPN.POST_NMS_TOPK_TRAIN = cfg.MODEL.RPN.POST_NMS_TOPK_TEST = 50
     cfg.MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE = 32
