@@ -161,6 +161,7 @@ class DemoPlan:
                 str(self.num_pictures),
                 "--output",
                 self.path("predictions"),
+                "--overwrite",  # a stage that reruns replaces its pictures
                 "--opts",
                 "MODEL.WEIGHTS",
                 os.path.join(finetune_dir, "model_final.pth"),
