@@ -44,7 +44,8 @@ class ConversionError(SEDetectronError, ValueError):
     """A checkpoint that cannot be converted to the SE trunk, with the reason."""
 
 
-# name -> one-line description (printed in errors and by tools/convert_pretrained.py).
+#: Source format name -> one-line description (printed in errors and by
+#: ``tools/convert_pretrained.py``).
 SOURCE_FORMATS: Dict[str, str] = {
     "se_detectron": "se_detectron pretraining checkpoint (stem.*, res2.*..res5.*, linear.*)",
     "timm": (

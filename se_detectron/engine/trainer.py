@@ -121,7 +121,7 @@ class SETrainer(DefaultTrainer):
     """The training loop of ``tools/train_net.py``; same interface as ``DefaultTrainer``.
 
     Args:
-        cfg: a frozen config made by :func:`se_detectron.engine.setup`.
+        cfg: a frozen config made by :func:`se_detectron.engine.train_net.setup`.
     """
 
     def __init__(self, cfg):

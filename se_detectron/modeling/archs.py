@@ -131,6 +131,7 @@ ARCHS.update(
     }
 )
 
+#: The architecture names, in table order.
 ARCH_NAMES = tuple(ARCHS)
 BASIC_ARCHS = ("se_resnet18", "se_resnet34")
 
