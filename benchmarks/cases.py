@@ -48,9 +48,12 @@ __all__ = [
 ]
 
 DETECTION_CONFIG = "COCO-Detection/faster_rcnn_SE_R_50_FPN_1x.yaml"
+#: The stages of ``MODEL.SE.ACTIVATION_CHECKPOINTING`` in the ``activation_checkpointing`` case.
+SE_STAGES = ("res2", "res3", "res4", "res5")
 #: The benchmark cases, in the order they run.
 CASE_NAMES = (
     "trunk",
+    "activation_checkpointing",
     "rcnn_inference",
     "rcnn_training",
     "classifier",
@@ -62,6 +65,7 @@ CASE_NAMES = (
 #: for no target).
 TARGETS = {
     "trunk": None,
+    "activation_checkpointing": None,
     "rcnn_inference": 1.02,
     "rcnn_training": 1.04,
     "classifier": 1.03,
@@ -211,14 +215,61 @@ def calibrate_frozen_bn(model: torch.nn.Module, run: Callable[[], object]) -> No
 
 
 def trunk_case(device: torch.device, height: int, width: int) -> Case:
-    """Backbone trunk forward (res2-res5 outputs), no autograd, one image."""
+    """Backbone trunk forward (res2-res5 outputs), no autograd, one image.
+
+    Variants: Detectron2's R50, SE-R50, SE-R50 through the straightforward SE ops, and ECA-R50
+    (the same trunk with ECA-Net's 1-D convolution as the excitation, ``MODEL.SE.EXCITATION
+    eca``), so that SE / plain and ECA / SE come from one interleaved run.
+    """
     cfg = _detection_cfg(True, device)
     shape = ShapeSpec(channels=3)
     plain = build_resnet_backbone(cfg, shape).to(device).eval()
     se = build_se_resnet_backbone(cfg, shape).to(device).eval()
+    eca_cfg = cfg.clone()
+    eca_cfg.MODEL.SE.EXCITATION = "eca"
+    eca = build_se_resnet_backbone(eca_cfg, shape).to(device).eval()
     x = torch.randn(1, 3, height, width, device=device)
     description = f"trunk forward, 1x3x{height}x{width}, FrozenBN, no_grad"
-    return _inference_case("trunk", description, ("R50", "SE-R50"), (plain, se), x)
+    case = _inference_case("trunk", description, ("R50", "SE-R50"), (plain, se), x)
+    calibrate_frozen_bn(eca, lambda: eca(x))
+    case.variants["ECA-R50"] = _inference(lambda: eca(x))
+    case.compare.append(("ECA-R50", "SE-R50"))
+    return case
+
+
+def activation_checkpointing_case(
+    device: torch.device, height: int, width: int, images: int = 2
+) -> Case:
+    """SE-R50-FPN Faster R-CNN training iteration with and without activation checkpointing.
+
+    ``MODEL.SE.ACTIVATION_CHECKPOINTING`` lists res2-res5 (res2 is frozen by FREEZE_AT 2, so
+    res3-res5 are checkpointed); the peak memory of the step is what checkpointing trades for
+    the time of one more forward of those stages.
+    """
+    batch = _training_batch(height, width, images, device)
+    models = {}
+    for name, stages in (("SE-R50-FPN", []), ("SE-R50-FPN checkpointed", list(SE_STAGES))):
+        cfg = _detection_cfg(True, device)
+        cfg.MODEL.SE.ACTIVATION_CHECKPOINTING = stages
+        torch.manual_seed(0)
+        model = build_model(cfg)
+        images_only = [{"image": b["image"]} for b in batch]
+        calibrate_frozen_bn(model, lambda m=model, b=images_only: m(b))
+        model.train()
+        params = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.SGD(params, lr=0.0, momentum=0.9, weight_decay=1e-4)
+        models[name] = _training_step(model, optimizer, batch, device)
+    return Case(
+        name="activation_checkpointing",
+        description=(
+            f"SE Faster R-CNN FPN training iteration, {images} images {height}x{width}, "
+            "FrozenBN, FREEZE_AT 2, without / with MODEL.SE.ACTIVATION_CHECKPOINTING res2-res5"
+        ),
+        variants=models,
+        baseline="SE-R50-FPN",
+        se_variant="SE-R50-FPN checkpointed",
+        target=TARGETS["activation_checkpointing"],
+    )
 
 
 def _inference_case(name: str, description: str, names, models, inputs) -> Case:
@@ -313,9 +364,8 @@ def _training_variants(models, batch, device, dtype=None) -> Dict[str, Callable[
     return _se_vs_plain("R50-FPN", steps["R50-FPN"], "SE-R50-FPN", steps["SE-R50-FPN"])
 
 
-def rcnn_training_case(device: torch.device, height: int, width: int, images: int = 2) -> Case:
-    """One Faster R-CNN FPN training iteration: forward with losses, backward, SGD step."""
-    plain, se = _detection_models(device)
+def _training_batch(height: int, width: int, images: int, device: torch.device) -> List[dict]:
+    """Images with five random ground-truth boxes each (fixed seed)."""
     gen = torch.Generator().manual_seed(0)
     batch = []
     for _ in range(images):
@@ -325,6 +375,13 @@ def rcnn_training_case(device: torch.device, height: int, width: int, images: in
         instances.gt_boxes = Boxes(torch.cat([xy, xy + wh], dim=1))
         instances.gt_classes = torch.randint(0, 80, (5,), generator=gen)
         batch.append({"image": _image(height, width, device, gen), "instances": instances})
+    return batch
+
+
+def rcnn_training_case(device: torch.device, height: int, width: int, images: int = 2) -> Case:
+    """One Faster R-CNN FPN training iteration: forward with losses, backward, SGD step."""
+    plain, se = _detection_models(device)
+    batch = _training_batch(height, width, images, device)
     models = {}
     for name, model in (("R50-FPN", plain), ("SE-R50-FPN", se)):
         images_only = [{"image": b["image"]} for b in batch]
@@ -574,6 +631,8 @@ def build_cases(
     for name in names:
         if name == "trunk":
             yield trunk_case(device, height, width)
+        elif name == "activation_checkpointing":
+            yield activation_checkpointing_case(device, height, width)
         elif name == "rcnn_inference":
             yield rcnn_inference_case(device, height, width)
         elif name == "rcnn_training":

@@ -123,6 +123,26 @@ def _add_model_se(_C):
     # 3x3 conv runs at stride 1 and is followed by a 2x2 average pool; the stem average-pools
     # instead of max-pooling. Needs MODEL.RESNETS.STRIDE_IN_1X1 False.
     _C.MODEL.SE.ANTI_ALIAS = False
+    # Excitation operator: "fc" is the paper's FC(C -> C/r) - ReLU - FC(C/r -> C); "eca" is
+    # ECA-Net's (Wang et al., CVPR 2020) 1-D convolution across the pooled channels, kernel size
+    # |log2(C)/2 + 1/2| made odd (at least 3), no reduction (REDUCTION, BIAS and HIDDEN_DIVISOR are
+    # then not used). SQUEEZE, GATE, POSITION and STAGES apply to both.
+    _C.MODEL.SE.EXCITATION = "fc"
+    # Rounding of the excitation's hidden width C/r: 1 keeps the paper's C // r; d > 1 rounds C/r
+    # to the nearest multiple of d, at least d, as timm's resnet.py SE (d = 8; its seresnet18/34
+    # have widths 8, 8, 16, 32 at r = 16 where C // r gives 4, 8, 16, 32).
+    _C.MODEL.SE.HIDDEN_DIVISOR = 1
+    # Basic blocks (DEPTH 18/34) only: a ReLU on the residual branch's output before the SE unit
+    # (relu(bn2(conv2(x))) is recalibrated, then added to the shortcut and passed through the
+    # block's ReLU), as the released Caffe SE-ResNet-18/34 and their Cadene / timm legacy_seresnet
+    # ports. Needs POSITION "standard".
+    _C.MODEL.SE.RELU_BEFORE_SE = False
+    # Activation checkpointing (torch.utils.checkpoint, non-reentrant) of every block of the listed
+    # stages, e.g. ["res2", "res3", "res4", "res5"]: a block keeps only its input for the backward
+    # pass and recomputes the rest, trading one more forward of those stages for their activation
+    # memory (mmdetection's with_cp). BatchNorm running statistics are updated once, as without.
+    # Only used when autograd records (training); [] (default) checkpoints nothing.
+    _C.MODEL.SE.ACTIVATION_CHECKPOINTING = []
 
 
 def _add_model(_C):

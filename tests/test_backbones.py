@@ -169,9 +169,13 @@ def test_torchscript_scripting(se_cfg):
         ("MODEL.RESNETS.RES5_DILATION", 3, "MODEL.RESNETS.RES5_DILATION=3"),
         (
             "MODEL.RESNETS.DEFORM_ON_PER_STAGE",
-            [False, False, True, True],
-            r"MODEL.RESNETS.DEFORM_ON_PER_STAGE=\[False, False, True, True\] is invalid.*deform",
+            [False, True],
+            r"MODEL.RESNETS.DEFORM_ON_PER_STAGE=\[False, True\] is invalid: expected four booleans",
         ),
+        ("MODEL.SE.EXCITATION", "cbam", r"MODEL.SE.EXCITATION='cbam'.*\('fc', 'eca'\)"),
+        ("MODEL.SE.HIDDEN_DIVISOR", 0, "MODEL.SE.HIDDEN_DIVISOR=0 is invalid"),
+        ("MODEL.SE.RELU_BEFORE_SE", True, "MODEL.SE.RELU_BEFORE_SE=True is invalid.*bottleneck"),
+        ("MODEL.SE.ACTIVATION_CHECKPOINTING", ["res6"], "MODEL.SE.ACTIVATION_CHECKPOINTING="),
         ("MODEL.BACKBONE.FREEZE_AT", 7, "MODEL.BACKBONE.FREEZE_AT=7"),
     ],
 )

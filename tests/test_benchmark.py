@@ -90,6 +90,7 @@ def test_cli_writes_table_and_json(tmp_path, capsys):
     report = json.loads(out.read_text())
     assert set(report["cases"]) == {
         "trunk",
+        "activation_checkpointing",
         "rcnn_inference",
         "rcnn_training",
         "classifier_b1_nchw",
@@ -112,6 +113,11 @@ def test_cli_writes_table_and_json(tmp_path, capsys):
     assert "timm seresnet50" in classifier["variants"]
     assert "SE-ResNet-50 / timm seresnet50" in classifier["ratios"]
     assert report["cases"]["rcnn_training"]["target"] == 1.04
+    # SE vs plain and ECA vs SE from the same interleaved trunk run
+    assert {"R50", "SE-R50", "ECA-R50"} <= set(report["cases"]["trunk"]["variants"])
+    assert "ECA-R50 / SE-R50" in report["cases"]["trunk"]["ratios"]
+    checkpointing = report["cases"]["activation_checkpointing"]
+    assert set(checkpointing["variants"]) == {"SE-R50-FPN", "SE-R50-FPN checkpointed"}
     printed = capsys.readouterr().out
     assert "== rcnn_inference" in printed and "target <= 1.02x" in printed
 

@@ -13,14 +13,24 @@ Run it as ``se-convert-pretrained``, ``python -m se_detectron convert_pretrained
         --write-config output/my_faster_rcnn.yaml \\
         --base-config configs/COCO-Detection/faster_rcnn_SE_R_50_FPN_1x.yaml
     se-convert-pretrained output/pretrain/checkpoint.pth pretrained/mine.pkl --ema
+    se-convert-pretrained --timm ecaresnet50d pretrained/ECA-R-50-D.pkl
+
+With ``--timm NAME`` the weights of that timm model are taken from the Hugging Face hub (or its
+local cache; only the cache with ``HF_HUB_OFFLINE=1``), and the config they require is written
+beside the .pkl (``OUT.yaml``, inheriting from Base-SE-RCNN-FPN.yaml unless ``--write-config`` /
+``--base-config`` say otherwise).
 """
 
 import argparse
+import os
 from typing import List, Optional
 
+from ..config import get_config_file
 from ..errors import user_error_status
+from ..modeling.archs import resolve_arch_name
 from .convert import convert_checkpoint, format_summary
-from .formats import SOURCE_FORMATS
+from .formats import SOURCE_FORMATS, ConversionError
+from .hub import fetch_timm_weights
 
 __all__ = ["build_parser", "cli"]
 
@@ -32,8 +42,18 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("input", help="checkpoint to convert (.pth, .pt or .safetensors)")
-    parser.add_argument("output", help="Detectron2 weights to write (.pkl)")
+    parser.add_argument(
+        "input",
+        help="checkpoint to convert (.pth, .pt or .safetensors); with --timm, the output",
+    )
+    parser.add_argument("output", nargs="?", help="Detectron2 weights to write (.pkl)")
+    parser.add_argument(
+        "--timm",
+        metavar="NAME",
+        help="convert the pretrained weights of this timm model (e.g. ecaresnet50d, "
+        "seresnext26t_32x4d.ch_in1k, legacy_seresnet18), fetched from the Hugging Face hub or "
+        "found in its local cache; then the only path given is the output .pkl",
+    )
     parser.add_argument(
         "--source",
         default="auto",
@@ -80,6 +100,35 @@ def cli(argv: Optional[List[str]] = None) -> int:
 
 
 def _convert(args: argparse.Namespace) -> None:
+    if args.timm:
+        if args.output is not None:
+            raise ConversionError(
+                f"--timm {args.timm} takes one path, the output .pkl; got {args.input!r} and "
+                f"{args.output!r}"
+            )
+        output = args.input
+        weights = fetch_timm_weights(args.timm)
+        print(f"timm weights   : {args.timm} -> {weights.hub_id} ({weights.path})")
+        try:
+            arch = resolve_arch_name(weights.architecture)
+        except KeyError:
+            arch = None  # inferred from the weights (SE-ResNet-18/34, legacy_* SENets)
+        result = convert_checkpoint(
+            weights.path,
+            output,
+            source=args.source,
+            ema=args.ema,
+            write_config=args.write_config or os.path.splitext(output)[0] + ".yaml",
+            base_config=args.base_config or get_config_file("Base-SE-RCNN-FPN.yaml"),
+            arch=args.arch or arch,
+        )
+        print(format_summary(result))
+        return
+    if args.output is None:
+        raise ConversionError(
+            f"give the output .pkl after the input {args.input!r} (or convert a timm model by "
+            "name with --timm NAME OUT.pkl)"
+        )
     result = convert_checkpoint(
         args.input,
         args.output,

@@ -17,6 +17,7 @@ from .formats import (
 )
 from .infer import (
     LAYOUT_KEYS,
+    SOURCE_KEYS,
     STRUCTURAL_KEYS,
     SEArchitecture,
     infer_architecture,
@@ -218,7 +219,7 @@ def _apply_arch(name: str, config: Dict[str, Any]) -> str:
     except KeyError as e:
         raise ConversionError(f"--arch: {e.args[0]}") from None
     overrides = ARCHS[arch_name]
-    for key in STRUCTURAL_KEYS + ("MODEL.SE.AVG_DOWN",):
+    for key in STRUCTURAL_KEYS + SOURCE_KEYS + ("MODEL.SE.AVG_DOWN",):
         want, have = overrides[key], config[key]
         if not same_value(have, want):
             raise ConversionError(

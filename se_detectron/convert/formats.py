@@ -9,7 +9,8 @@ are ``stem.conv1.weight``, ``stem.conv1.norm.{weight,bias,running_mean,running_v
     our own pretraining checkpoints (``build_se_resnet_classifier``): trunk names already, plus
     the classifier ``linear.*``.
 ``timm``
-    timm's ``resnet.py`` models (``seresnet50``, ``seresnext50_32x4d``, ``senet154``, the
+    timm's ``resnet.py`` models (``seresnet18/34/50``, ``seresnext50_32x4d``, ``senet154``, the
+    ECA-ResNet-D ``ecaresnet50d`` / ``ecaresnet26t`` ... (ECA: ``se.conv``), the
     ResNet-D ``seresnet152d`` / ``seresnext26d_32x4d`` / ``seresnext26t_32x4d`` /
     ``seresnextaa101d_32x8d`` ... and torchvision's ResNet naming): ``conv1``/``bn1`` (deep stem:
     ``conv1.{0,1,3,4,6}`` + ``bn1``), ``layer{1-4}.M.conv{1,2,3}``/``bn{1,2,3}``,
@@ -47,7 +48,10 @@ class ConversionError(SEDetectronError, ValueError):
 #: ``tools/convert_pretrained.py``).
 SOURCE_FORMATS: Dict[str, str] = {
     "se_detectron": "se_detectron pretraining checkpoint (stem.*, res2.*..res5.*, linear.*)",
-    "timm": "timm resnet.py SE-ResNet/SE-ResNeXt/SENet-154 (conv1, bn1, layer1.0.se.fc1, fc)",
+    "timm": (
+        "timm resnet.py SE-/ECA-ResNet, SE-ResNeXt, SENet-154 "
+        "(conv1, bn1, layer1.0.se.fc1 or layer1.0.se.conv, fc)"
+    ),
     "cadene": (
         "Cadene pretrainedmodels / timm legacy_* SENet "
         "(layer0.conv1, layer1.0.se_module.fc1, last_linear)"
@@ -76,6 +80,8 @@ _RULES: Dict[str, List[Tuple[str, Optional[str]]]] = {
         (r"^bn1\." + _BN_FIELDS + "$", r"stem.{last_stem_conv}.norm.\1"),
         *_BLOCK_RULES,
         (_BLOCK + r"se\.(fc[12])\.(weight|bias)$", r"res{s}.\2.se.\3.\4"),
+        # ECA (timm's EcaModule): the 1-D convolution across channels
+        (_BLOCK + r"se\.conv\.weight$", r"res{s}.\2.se.conv.weight"),
         (r"^fc\.(weight|bias)$", None),
     ],
     "cadene": [

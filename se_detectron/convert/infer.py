@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 from ..config import config_opts, get_se_cfg, same_value
+from ..layers.se import se_reduced_channels
 from ..modeling import build_se_resnet
 from ..modeling.archs import ARCHS
 from ..modeling.config_check import BASIC_DEPTHS, SE_STAGE_NAMES
@@ -23,6 +24,7 @@ from .formats import ConversionError
 
 __all__ = [
     "LAYOUT_KEYS",
+    "SOURCE_KEYS",
     "STRUCTURAL_KEYS",
     "SEArchitecture",
     "infer_architecture",
@@ -43,9 +45,13 @@ STRUCTURAL_KEYS = (
     "MODEL.SE.CONV1_WIDTH_RATIO",
     "MODEL.SE.SHORTCUT_KERNEL",
     "MODEL.SE.STEM_WIDTHS",
+    "MODEL.SE.EXCITATION",
+    "MODEL.SE.HIDDEN_DIVISOR",
 )
 # Parameter-free layout keys, set from the source layout (AVG_DOWN) or --arch (ANTI_ALIAS).
 LAYOUT_KEYS = ("MODEL.SE.AVG_DOWN", "MODEL.SE.ANTI_ALIAS")
+# Parameter-free keys that the source format decides (Cadene's basic block's ReLU before SE).
+SOURCE_KEYS = ("MODEL.SE.RELU_BEFORE_SE",)
 
 
 @dataclass(frozen=True)
@@ -71,6 +77,9 @@ class SEArchitecture:
             ``stem_out_channels // 2``.
         avg_down: ResNet-D average-pooled shortcuts (from the source layout, not the shapes).
         anti_alias: anti-aliased downsampling (has no weights: from ``--arch`` or a record).
+        se_excitation: ``"fc"`` or ``"eca"`` (``se.conv`` weights).
+        se_hidden_divisor: 1 if every SE hidden width is ``C // r``, 8 for timm's rounding.
+        relu_before_se: basic blocks with a ReLU before the SE unit (from the source format).
     """
 
     depth: int
@@ -90,6 +99,9 @@ class SEArchitecture:
     stem_widths: Tuple[int, ...] = ()
     avg_down: bool = False
     anti_alias: bool = False
+    se_excitation: str = "fc"
+    se_hidden_divisor: int = 1
+    relu_before_se: bool = False
 
     def config(self) -> Dict[str, Any]:
         """The ``MODEL.RESNETS.*`` / ``MODEL.SE.*`` values of this architecture (dotted keys)."""
@@ -108,6 +120,9 @@ class SEArchitecture:
             "MODEL.SE.STEM_WIDTHS": list(self.stem_widths),
             "MODEL.SE.AVG_DOWN": self.avg_down,
             "MODEL.SE.ANTI_ALIAS": self.anti_alias,
+            "MODEL.SE.EXCITATION": self.se_excitation,
+            "MODEL.SE.HIDDEN_DIVISOR": self.se_hidden_divisor,
+            "MODEL.SE.RELU_BEFORE_SE": self.relu_before_se,
         }
         if self.se_reduction is not None:
             cfg["MODEL.SE.REDUCTION"] = self.se_reduction
@@ -115,14 +130,23 @@ class SEArchitecture:
 
     def describe(self) -> str:
         """A one-line human description, e.g. for the converter's summary."""
-        kind = "SE-ResNeXt" if self.num_groups > 1 else "SE-ResNet"
+        prefix = "ECA" if self.se_excitation == "eca" else "SE"
+        kind = f"{prefix}-ResNeXt" if self.num_groups > 1 else f"{prefix}-ResNet"
         layers = self.depth
         if self.stem == "deep" and self.conv1_width_ratio != 1.0:
             kind, layers = "SENet", self.depth + 2  # SENet-154: 152 + two more stem convs
         resnet_d = ("-D" if self.avg_down else "") + (" anti-aliased" if self.anti_alias else "")
         width = f" {self.num_groups}x{self.width_per_group}d" if self.num_groups > 1 else ""
+        if self.se_excitation == "eca":
+            unit = "ECA"
+        else:
+            rounding = (
+                f" rounded to x{self.se_hidden_divisor}" if self.se_hidden_divisor > 1 else ""
+            )
+            unit = f"SE r={self.se_reduction}{rounding}"
+        relu = ", ReLU before SE" if self.relu_before_se else ""
         se = (
-            f"SE r={self.se_reduction} on {','.join(self.se_stages)} ({self.se_position})"
+            f"{unit} on {','.join(self.se_stages)} ({self.se_position}{relu})"
             if self.se_stages
             else "no SE units"
         )
@@ -214,12 +238,14 @@ def infer_architecture(state_dict: Mapping[str, Any]) -> SEArchitecture:
         res2_out = _shape(sd, "res2.0.conv3.weight")[0]
     shortcut_kernel = _shape(sd, "res3.0.shortcut.weight")[-1]
 
-    # SE units.
-    se_stages = tuple(n for n in SE_STAGE_NAMES if f"{n}.0.se.fc1.weight" in sd)
-    reduction, position = None, "standard"
-    if se_stages:
-        reduction, position = _infer_se(sd, se_stages, stem_out, res2_out, bottleneck)
-    se_bias = bool(se_stages) and f"{se_stages[0]}.0.se.fc1.bias" in sd
+    # SE units (ECA: one 1-D conv per unit, no channel count in its shape: standard position).
+    eca = any(k.endswith(".se.conv.weight") for k in sd)
+    unit_key = "se.conv.weight" if eca else "se.fc1.weight"
+    se_stages = tuple(n for n in SE_STAGE_NAMES if f"{n}.0.{unit_key}" in sd)
+    reduction, position, divisor = None, "standard", 1
+    if se_stages and not eca:
+        reduction, position, divisor = _infer_se(sd, se_stages, stem_out, res2_out, bottleneck)
+    se_bias = bool(se_stages) and not eca and f"{se_stages[0]}.0.se.fc1.bias" in sd
     if not se_stages:
         se_bias = True  # irrelevant without SE units; keep the default
 
@@ -239,10 +265,12 @@ def infer_architecture(state_dict: Mapping[str, Any]) -> SEArchitecture:
         se_position=position,
         in_channels=in_channels,
         stem_widths=stem_widths,
+        se_excitation="eca" if eca else "fc",
+        se_hidden_divisor=divisor,
     )
 
 
-def _infer_se(sd, se_stages, stem_out, res2_out, bottleneck) -> Tuple[int, str]:
+def _infer_se(sd, se_stages, stem_out, res2_out, bottleneck) -> Tuple[int, str, int]:
     # Channels each candidate position gives the SE unit of block (stage_idx, block_idx).
     def channels(position, stage_idx, block_idx):
         out = res2_out * 2**stage_idx
@@ -273,17 +301,26 @@ def _infer_se(sd, se_stages, stem_out, res2_out, bottleneck) -> Tuple[int, str]:
             "the SE layers' widths match no MODEL.SE.POSITION (standard/post/identity: the "
             "block's output channels, 3x3: the 3x3 conv's, pre: the block's input channels)"
         )
-    # The smallest r with C // r == hidden for every unit (timm rounds C/r to multiples of 8;
-    # the standard widths divide exactly).
+    # The smallest r with C // r == hidden for every unit; else timm's rounding of C/r to
+    # multiples of 8 (MODEL.SE.HIDDEN_DIVISOR 8), r = 16 (timm's default) first.
     _, _, c0, h0 = seen[0]
-    candidates = [r for r in range(1, c0 + 1) if c0 // r == h0]
-    for r in candidates:
-        if all(c // r == h for _, _, c, h in seen):
-            return r, position
+    for divisor in (1, 8):
+        candidates = sorted(range(1, c0 + 1), key=lambda r: (divisor > 1 and r != 16, r))
+        for r in candidates:
+            if all(_hidden_width(c, r, divisor) == h for _, _, c, h in seen):
+                return r, position, divisor
     widths = sorted({(c, h) for _, _, c, h in seen})
     raise ConversionError(
-        f"no single MODEL.SE.REDUCTION explains the SE widths (channels, hidden) {widths}"
+        "no single MODEL.SE.REDUCTION explains the SE widths (channels, hidden) "
+        f"{widths}, with C // r or with C / r rounded to multiples of 8 (MODEL.SE.HIDDEN_DIVISOR)"
     )
+
+
+def _hidden_width(channels: int, reduction: int, divisor: int) -> Optional[int]:
+    try:
+        return se_reduced_channels(channels, reduction, divisor)
+    except ValueError:  # no hidden unit left
+        return None
 
 
 def validate_trunk_state_dict(
@@ -345,7 +382,7 @@ def match_arch(config: Mapping[str, Any]) -> Optional[str]:
         e.g. ``"se_resnext50_32x4d"``, or None.
     """
     for name, arch in ARCHS.items():
-        keys = STRUCTURAL_KEYS + LAYOUT_KEYS
+        keys = STRUCTURAL_KEYS + LAYOUT_KEYS + SOURCE_KEYS
         if all(same_value(arch.get(k, config.get(k)), config.get(k)) for k in keys):
             return name
     return None

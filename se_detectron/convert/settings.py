@@ -39,7 +39,8 @@ def source_settings(
     * ``cadene`` (Cadene ``pretrainedmodels``, timm ``legacy_*``): RGB input in [0, 1] normalized
       with the ImageNet mean/std; stem max-pool ``ceil_mode=True`` without padding;
       ``SEResNetBottleneck`` (groups 1) strides in the first 1x1 conv, ``SEResNeXtBottleneck``
-      and SENet-154's ``SEBottleneck`` in the 3x3 conv.
+      and SENet-154's ``SEBottleneck`` in the 3x3 conv; the basic ``SEResNetBlock``
+      (SE-ResNet-18/34) has a ReLU before its SE unit.
     * ``timm`` (``resnet.py``): same normalization; stride in the 3x3 conv; padded max-pool.
     * ``se_detectron``: a ``"se_detectron_config"`` dict stored in the checkpoint wins; else the
       architecture named by the checkpoint's ``args.arch`` in
@@ -65,10 +66,11 @@ def source_settings(
     }
     if source == "cadene":
         if arch.depth in BASIC_DEPTHS:
-            raise ConversionError(
-                "Cadene / timm legacy_seresnet18/34 basic blocks apply a ReLU before the SE unit "
-                "(relu(bn2(conv2)) is recalibrated), which Detectron2's BasicBlock does not have: "
-                "their features cannot be reproduced by MODEL.RESNETS.DEPTH 18/34"
+            # SEResNetBlock recalibrates relu(bn2(conv2(x)))
+            settings["MODEL.SE.RELU_BEFORE_SE"] = True
+            notes.append(
+                "basic blocks of the Cadene layout (legacy_seresnet18/34): ReLU before the SE "
+                "unit (MODEL.SE.RELU_BEFORE_SE True)"
             )
         settings["MODEL.RESNETS.STRIDE_IN_1X1"] = (
             arch.num_groups == 1 and arch.conv1_width_ratio == 1.0
@@ -106,6 +108,7 @@ _TRUNK_CFG_KEYS = (
     "MODEL.SE.SQUEEZE",
     "MODEL.SE.GATE",
     "MODEL.SE.POSITION",
+    "MODEL.SE.RELU_BEFORE_SE",
 )
 # ... and what a pretraining run records beside them (its input normalisation)
 _PRETRAIN_KEYS = _TRUNK_CFG_KEYS + ("MODEL.PIXEL_MEAN", "MODEL.PIXEL_STD", "INPUT.FORMAT")

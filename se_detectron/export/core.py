@@ -38,12 +38,15 @@ from se_detectron.utils import atomic_write
 
 from ..checkpoint.checkpointer import SEDetectionCheckpointer
 from ..data.synthetic import register_synthetic_datasets
+from ..errors import SEDetectronError
+from ..layers import DeformConv
 from .graph import export_dynamic_onnx
 
 __all__ = [
     "DETECTION_OUTPUTS",
     "EXPORT_FORMATS",
     "EXPORT_METHODS",
+    "ExportRouteError",
     "ONNX_OPSET_VERSION",
     "OPTIONAL_OUTPUTS",
     "ExportResult",
@@ -107,6 +110,20 @@ def _check_route(fmt: str, method: str) -> None:
         raise ValueError(
             "scripting only produces TorchScript (as in Detectron2); use --export-method "
             "tracing for ONNX"
+        )
+
+
+class ExportRouteError(SEDetectronError, ValueError):
+    """A model that the chosen export format cannot express; the message names the way out."""
+
+
+def _check_exportable(model: nn.Module, fmt: str) -> None:
+    """ONNX has no operator for torchvision's ``deform_conv2d`` (TorchScript keeps it)."""
+    if fmt == "onnx" and any(isinstance(m, DeformConv) for m in model.modules()):
+        raise ExportRouteError(
+            "ONNX export of deformable convolutions (MODEL.RESNETS.DEFORM_ON_PER_STAGE) is not "
+            "possible: torchvision's deform_conv2d has no ONNX converter; export with --format "
+            "torchscript (tracing or scripting), which keeps the operator"
         )
 
 
@@ -301,6 +318,7 @@ def export_detector(
         ``pred_masks`` for Mask R-CNN).
     """
     _check_route(fmt, method)
+    _check_exportable(model, fmt)
     model.eval()
     is_rcnn = isinstance(model, GeneralizedRCNN)
     if method == "scripting":
@@ -388,6 +406,7 @@ def export_backbone(
         The :class:`ExportResult`; its ``run`` returns the backbone's feature dict.
     """
     _check_route(fmt, method)
+    _check_exportable(backbone, fmt)
     backbone.eval()
     if method == "scripting":
         # detectron2.export (imported above) gives ResNet/FPN their __prepare_scriptable__

@@ -1,10 +1,12 @@
-"""Layers: the Squeeze-and-Excitation unit and the separable CPU RoIAlign.
+"""Layers: the Squeeze-and-Excitation unit, the deformable conv and the separable CPU RoIAlign.
 
 :class:`SqueezeExcitation` is the only implementation of the SE math in the package (paper
 Sec. 3); :func:`use_separable_roi_align` swaps torchvision's CPU RoIAlign for the exact separable
-form (``MODEL.CPU_ROI_ALIGN``).
+form (``MODEL.CPU_ROI_ALIGN``); :class:`DeformConv` is Detectron2's deformable conv computed by
+torchvision.
 """
 
+from .deform_conv import DeformConv
 from .roi_align import (
     CPU_ROI_ALIGN_CHOICES,
     SeparableROIAlign,
@@ -12,22 +14,27 @@ from .roi_align import (
     use_separable_roi_align,
 )
 from .se import (
+    SE_EXCITATIONS,
     SE_GATES,
     SE_SQUEEZES,
     SqueezeExcitation,
+    eca_kernel_size,
     se_fast_path,
     se_fast_path_enabled,
     se_reduced_channels,
 )
 
 __all__ = [
+    "DeformConv",
     "CPU_ROI_ALIGN_CHOICES",
     "SeparableROIAlign",
     "separable_roi_align",
     "use_separable_roi_align",
+    "SE_EXCITATIONS",
     "SE_GATES",
     "SE_SQUEEZES",
     "SqueezeExcitation",
+    "eca_kernel_size",
     "se_fast_path",
     "se_fast_path_enabled",
     "se_reduced_channels",

@@ -14,6 +14,17 @@ The layer computes, for an input ``x`` of shape (N, C, H, W):
   matrix products on the pooled vector (the same numbers, without a convolution's set-up cost);
 * scale (Sec. 3.3): ``y = s * x``, a channel-wise multiply.
 
+Two variants of the excitation are options of the same layer, so that every switch of the trunks
+(stages, position, squeeze, gate, the analysis recorder, the fused path) applies to them:
+
+* the hidden width ``C/r`` may be rounded to a multiple of a divisor (``hidden_divisor``), as
+  timm's ``SEModule`` does (``make_divisible(C / r, 8)``: 64 / 16 -> 8, 256 / 16 -> 16), which its
+  ``seresnet18/34`` weights need;
+* ``excitation="eca"`` replaces the two FC layers by one 1-D convolution across the channels of
+  the pooled vector, without dimensionality reduction (Wang et al., "ECA-Net: Efficient Channel
+  Attention for Deep Convolutional Neural Networks", CVPR 2020, Sec. 3.2-3.3): ``s =
+  gate(conv1d_k(z))`` with the kernel size ``k`` chosen from ``C`` (:func:`eca_kernel_size`).
+
 Performance. SE adds ~0.1% multiply-adds to a ResNet-50 but, done naively, 8-18% of its time on
 a 2-core CPU (``tools/benchmark.py``, docs/notes/benchmarks.md): the pool and the multiply are
 memory-bound passes over the feature map, and each fresh full-size result costs page faults on
@@ -34,6 +45,7 @@ scripting/tracing, ONNX export and ``torch.compile`` use.
 """
 
 import contextlib
+import math
 from typing import Iterator, Optional
 
 import torch
@@ -42,9 +54,11 @@ from torch.autograd.function import once_differentiable
 from torch.nn import functional as F
 
 __all__ = [
+    "SE_EXCITATIONS",
     "SE_GATES",
     "SE_SQUEEZES",
     "SqueezeExcitation",
+    "eca_kernel_size",
     "se_fast_path",
     "se_fast_path_enabled",
     "se_reduced_channels",
@@ -52,6 +66,8 @@ __all__ = [
 
 SE_SQUEEZES = ("avg", "max")
 SE_GATES = ("sigmoid", "tanh", "relu")
+#: ``"fc"``: the paper's FC(C -> C/r) - ReLU - FC(C/r -> C); ``"eca"``: ECA-Net's 1-D convolution.
+SE_EXCITATIONS = ("fc", "eca")
 
 _FAST_PATH = True
 
@@ -80,27 +96,52 @@ def se_fast_path_enabled() -> bool:
     return _FAST_PATH
 
 
-def se_reduced_channels(channels: int, reduction: int) -> int:
-    """Width of the bottleneck of the excitation MLP: ``channels // reduction`` (Sec. 3.2).
+def se_reduced_channels(channels: int, reduction: int, divisor: int = 1) -> int:
+    """Width of the bottleneck of the excitation MLP (Sec. 3.2).
 
     Args:
         channels: number of channels C of the feature map the layer recalibrates.
         reduction: the reduction ratio r.
+        divisor: 1 for the paper's ``C // r``; ``d > 1`` rounds ``C / r`` to the nearest multiple
+            of ``d`` (halves up), at least ``d``: timm's ``make_divisible(C / r, d,
+            round_limit=0)``, which its ``resnet.py`` SE models use with ``d = 8`` (widths 64,
+            128, 256, 512 at r = 16 give 8, 8, 16, 32).
 
     Returns:
-        C // r.
+        the hidden width.
 
     Raises:
-        ValueError: if ``reduction`` is not a positive integer or leaves no hidden unit.
+        ValueError: if ``reduction`` or ``divisor`` is not a positive integer, or no hidden unit
+            is left.
     """
     if not isinstance(reduction, int) or isinstance(reduction, bool) or reduction <= 0:
         raise ValueError(f"SE reduction ratio must be a positive integer, got {reduction!r}")
+    if not isinstance(divisor, int) or isinstance(divisor, bool) or divisor <= 0:
+        raise ValueError(f"SE hidden-width divisor must be a positive integer, got {divisor!r}")
+    if divisor > 1:
+        return max(divisor, int(channels / reduction + divisor / 2) // divisor * divisor)
     if channels // reduction < 1:
         raise ValueError(
             f"SE reduction ratio {reduction} is larger than the {channels} channels it reduces "
             f"(C/r must be >= 1); use a reduction <= {channels}"
         )
     return channels // reduction
+
+
+def eca_kernel_size(channels: int, gamma: int = 2, b: int = 1) -> int:
+    """ECA's adaptive kernel size: ``|log2(C) / gamma + b / gamma|`` made odd (ECA-Net Eq. 12).
+
+    As the authors' code, the value is truncated and an even one is increased by one; as timm's
+    ``EcaModule`` (whose weights :class:`SqueezeExcitation` loads) it is at least 3. With the
+    paper's ``gamma = 2``, ``b = 1``: 64 channels give 3, 128-1024 give 5, 2048 give 7.
+
+    Args:
+        channels: number of channels C.
+        gamma: the paper's gamma.
+        b: the paper's b.
+    """
+    t = int(abs((math.log2(channels) + b) / gamma))
+    return max(t if t % 2 else t + 1, 3)
 
 
 class SqueezeExcitation(nn.Module):
@@ -114,10 +155,16 @@ class SqueezeExcitation(nn.Module):
         gate: excitation non-linearity, ``"sigmoid"`` (paper default), ``"tanh"`` or ``"relu"``
             (Table 12).
         bias: whether the two fully connected layers have biases (True in the released models).
+        hidden_divisor: rounding of the hidden width, see :func:`se_reduced_channels` (1: the
+            paper's ``C // r``; 8: timm's ``resnet.py`` SE).
+        excitation: ``"fc"`` (the paper's two FC layers) or ``"eca"`` (ECA-Net's 1-D convolution
+            across channels, kernel :func:`eca_kernel_size`, no bias; ``reduction``, ``bias`` and
+            ``hidden_divisor`` are then not used).
 
     Attributes:
-        fc1: the C -> C/r layer (stored as a 1x1 convolution).
-        fc2: the C/r -> C layer (stored as a 1x1 convolution).
+        fc1: the C -> C/r layer (stored as a 1x1 convolution); None with ECA.
+        fc2: the C/r -> C layer (stored as a 1x1 convolution); None with ECA.
+        conv: ECA's ``Conv1d(1, 1, k)`` (timm's ``EcaModule.conv``); None with ``"fc"``.
     """
 
     def __init__(
@@ -127,19 +174,30 @@ class SqueezeExcitation(nn.Module):
         squeeze: str = "avg",
         gate: str = "sigmoid",
         bias: bool = True,
+        hidden_divisor: int = 1,
+        excitation: str = "fc",
     ):
         super().__init__()
         if squeeze not in SE_SQUEEZES:
             raise ValueError(f"SE squeeze must be one of {SE_SQUEEZES}, got {squeeze!r}")
         if gate not in SE_GATES:
             raise ValueError(f"SE gate must be one of {SE_GATES}, got {gate!r}")
-        hidden = se_reduced_channels(channels, reduction)
+        if excitation not in SE_EXCITATIONS:
+            raise ValueError(f"SE excitation must be one of {SE_EXCITATIONS}, got {excitation!r}")
         self.channels = channels
         self.reduction = reduction
         self.squeeze_type = squeeze
         self.gate = gate
-        self.fc1 = nn.Conv2d(channels, hidden, kernel_size=1, bias=bias)
-        self.fc2 = nn.Conv2d(hidden, channels, kernel_size=1, bias=bias)
+        self.excitation_type = excitation
+        # the unused layers are None (no parameters; TorchScript compiles only the used branch)
+        self.fc1 = self.fc2 = self.conv = None
+        if excitation == "eca":
+            k = eca_kernel_size(channels)
+            self.conv = nn.Conv1d(1, 1, kernel_size=k, padding=(k - 1) // 2, bias=False)
+        else:
+            hidden = se_reduced_channels(channels, reduction, hidden_divisor)
+            self.fc1 = nn.Conv2d(channels, hidden, kernel_size=1, bias=bias)
+            self.fc2 = nn.Conv2d(hidden, channels, kernel_size=1, bias=bias)
 
     def squeeze(self, x: torch.Tensor) -> torch.Tensor:
         """Squeeze (Sec. 3.1): global pooling of ``x`` (N, C, H, W) to ``z`` (N, C)."""
@@ -150,11 +208,19 @@ class SqueezeExcitation(nn.Module):
     def excite(self, z: torch.Tensor) -> torch.Tensor:
         """Excitation (Sec. 3.2): ``gate(W2 relu(W1 z))`` for pooled ``z`` (N, C); returns (N, C).
 
-        Every path of the layer computes its channel weights here, so wrapping this method (as
-        ``se_detectron.analysis`` does) sees every excitation the model computes.
+        With ECA: ``gate(conv1d_k(z))``, the convolution running across the C channels (zero
+        padded at both ends). Every path of the layer computes its channel weights here, so
+        wrapping this method (as ``se_detectron.analysis`` does) sees every excitation the model
+        computes.
         """
-        h = F.relu(F.linear(z, self.fc1.weight.flatten(1), self.fc1.bias))
-        s = F.linear(h, self.fc2.weight.flatten(1), self.fc2.bias)
+        conv = self.conv
+        if conv is not None:
+            s = conv(z.unsqueeze(1)).squeeze(1)
+        else:
+            fc1, fc2 = self.fc1, self.fc2
+            assert fc1 is not None and fc2 is not None
+            h = F.relu(F.linear(z, fc1.weight.flatten(1), fc1.bias))
+            s = F.linear(h, fc2.weight.flatten(1), fc2.bias)
         if self.gate == "sigmoid":
             return torch.sigmoid(s)
         if self.gate == "tanh":
@@ -231,6 +297,8 @@ class SqueezeExcitation(nn.Module):
         return not (torch.is_grad_enabled() and any(t.requires_grad for t in operands))
 
     def extra_repr(self) -> str:
+        if self.conv is not None:
+            return f"excitation=eca, squeeze={self.squeeze_type}, gate={self.gate}"
         return f"reduction={self.reduction}, squeeze={self.squeeze_type}, gate={self.gate}"
 
 
@@ -254,7 +322,10 @@ class _SqueezeScaleAdd(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, residual, layer, *params):
-        with torch.enable_grad():
+        # The small (N, C) graph of the excitation keeps its tensors itself: saved-tensor hooks
+        # of an enclosing activation checkpoint would otherwise recompute the whole block for
+        # the backward below.
+        with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(_keep, _keep):
             z = layer.squeeze(x).detach().requires_grad_()
             s = layer.excite(z)
         ctx.save_for_backward(x)
@@ -283,6 +354,10 @@ class _SqueezeScaleAdd(torch.autograd.Function):
             for i, g in zip(trained, grads):
                 param_grads[i] = g
         return (grad_x, grad if needs_residual else None, None, *param_grads)
+
+
+def _keep(t: torch.Tensor) -> torch.Tensor:
+    return t
 
 
 def _channel_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -51,6 +51,9 @@ def _trunk(
         "MODEL.SE.STEM_WIDTHS": [],
         "MODEL.SE.AVG_DOWN": False,
         "MODEL.SE.ANTI_ALIAS": False,
+        "MODEL.SE.EXCITATION": "fc",
+        "MODEL.SE.HIDDEN_DIVISOR": 1,
+        "MODEL.SE.RELU_BEFORE_SE": False,
     }
     overrides.update(senet154)
     return overrides
@@ -85,9 +88,15 @@ ARCHS: Dict[str, Dict[str, Any]] = {
 
 
 def _resnet_d(
-    depth: int, groups: int = 1, width: int = 64, tiered: bool = False, aa: bool = False
+    depth: int,
+    groups: int = 1,
+    width: int = 64,
+    tiered: bool = False,
+    aa: bool = False,
+    excitation: str = "fc",
 ) -> Dict[str, Any]:
-    """timm's SE-ResNet-D: deep 32-32-64 (or tiered 24-32-64) stem, average-pooled shortcuts."""
+    """timm's SE-/ECA-ResNet-D: deep 32-32-64 (or tiered 24-32-64) stem, average-pooled
+    shortcuts; ``excitation="eca"`` for the ECA-Net models (Wang et al., CVPR 2020)."""
     return _trunk(
         depth,
         groups=groups,
@@ -98,6 +107,7 @@ def _resnet_d(
             "MODEL.SE.STEM_WIDTHS": [24, 32] if tiered else [],
             "MODEL.SE.AVG_DOWN": True,
             "MODEL.SE.ANTI_ALIAS": aa,
+            "MODEL.SE.EXCITATION": excitation,
         },
     )
 
@@ -113,6 +123,11 @@ ARCHS.update(
         "se_resnext26t_32x4d": _resnet_d(26, groups=32, width=4, tiered=True),
         "se_resnext101d_32x8d": _resnet_d(101, groups=32, width=8),
         "se_resnextaa101d_32x8d": _resnet_d(101, groups=32, width=8, aa=True),
+        # ECA-ResNet-D: the same trunks with ECA's 1-D convolution as the excitation
+        "eca_resnet26t": _resnet_d(26, tiered=True, excitation="eca"),
+        "eca_resnet50d": _resnet_d(50, excitation="eca"),
+        "eca_resnet50t": _resnet_d(50, tiered=True, excitation="eca"),
+        "eca_resnet101d": _resnet_d(101, excitation="eca"),
     }
 )
 
@@ -122,10 +137,12 @@ BASIC_ARCHS = ("se_resnet18", "se_resnet34")
 
 #: Architecture name -> the timm model (``timm.create_model`` name) with the same layers and
 #: parameter count. Their weights convert with ``tools/convert_pretrained.py``, which also accepts
-#: these names for ``--arch``. ``se_resnet18/34`` are not listed: timm's round their SE widths up to
-#: multiples of 8 (see docs/tutorials/weights.md).
+#: these names for ``--arch``. ``se_resnet18/34`` are not listed: timm's ``seresnet18/34`` round
+#: their SE widths to multiples of 8 (``MODEL.SE.HIDDEN_DIVISOR 8``; the converter writes it).
 TIMM_MODEL_NAMES: Dict[str, str] = {
-    name: name.replace("se_", "se", 1) for name in ARCH_NAMES if name not in BASIC_ARCHS
+    name: name.replace("se_", "se", 1).replace("eca_", "eca", 1)
+    for name in ARCH_NAMES
+    if name not in BASIC_ARCHS
 }
 TIMM_MODEL_NAMES["senet154"] = "senet154"
 

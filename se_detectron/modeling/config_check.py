@@ -14,7 +14,7 @@ from typing import Any, Dict, Mapping, Optional
 from ..config import config_value
 from ..errors import SEDetectronError
 from ..layers.roi_align import CPU_ROI_ALIGN_CHOICES
-from ..layers.se import SE_GATES, SE_SQUEEZES
+from ..layers.se import SE_EXCITATIONS, SE_GATES, SE_SQUEEZES
 
 __all__ = [
     "BASIC_DEPTHS",
@@ -25,6 +25,7 @@ __all__ = [
     "SE_STAGE_NAMES",
     "SE_STEMS",
     "SE_TRUNK_CFG_KEYS",
+    "SE_TRUNK_DEFAULTS",
     "SEConfigError",
     "check_se_config",
     "check_se_options",
@@ -80,6 +81,24 @@ SE_TRUNK_CFG_KEYS: Dict[str, str] = {
     "stem_widths": "MODEL.SE.STEM_WIDTHS",
     "avg_down": "MODEL.SE.AVG_DOWN",
     "anti_alias": "MODEL.SE.ANTI_ALIAS",
+    "se_excitation": "MODEL.SE.EXCITATION",
+    "se_hidden_divisor": "MODEL.SE.HIDDEN_DIVISOR",
+    "se_relu_before_se": "MODEL.SE.RELU_BEFORE_SE",
+    "deform_on_per_stage": "MODEL.RESNETS.DEFORM_ON_PER_STAGE",
+    "deform_modulated": "MODEL.RESNETS.DEFORM_MODULATED",
+    "deform_num_groups": "MODEL.RESNETS.DEFORM_NUM_GROUPS",
+    "activation_checkpointing": "MODEL.SE.ACTIVATION_CHECKPOINTING",
+}
+
+#: Default of each option added after the first release, for configs/callers without it.
+SE_TRUNK_DEFAULTS: Dict[str, Any] = {
+    "se_excitation": "fc",
+    "se_hidden_divisor": 1,
+    "se_relu_before_se": False,
+    "deform_on_per_stage": (False, False, False, False),
+    "deform_modulated": False,
+    "deform_num_groups": 1,
+    "activation_checkpointing": (),
 }
 
 
@@ -113,7 +132,15 @@ def se_trunk_options(cfg) -> Dict[str, Any]:
     Returns:
         dict: option name -> value, one entry per :data:`SE_TRUNK_CFG_KEYS` key.
     """
-    return {name: config_value(cfg, key) for name, key in SE_TRUNK_CFG_KEYS.items()}
+    options = {}
+    for name, key in SE_TRUNK_CFG_KEYS.items():
+        try:
+            options[name] = config_value(cfg, key)
+        except KeyError:
+            if name not in SE_TRUNK_DEFAULTS:
+                raise
+            options[name] = SE_TRUNK_DEFAULTS[name]
+    return options
 
 
 def check_se_config(cfg):
@@ -129,17 +156,6 @@ def check_se_config(cfg):
         raise SEConfigError(
             "cfg.MODEL.SE is missing: call se_detectron.add_se_config(cfg) before merging an "
             "se_detectron config or building an SE backbone"
-        )
-    res = cfg.MODEL.RESNETS
-    if any(res.DEFORM_ON_PER_STAGE):
-        # Detectron2's ResNet would build DeformBottleneckBlocks; the SE blocks have no
-        # deformable variant, so the key would be silently ignored.
-        raise _bad(
-            "MODEL.RESNETS.DEFORM_ON_PER_STAGE",
-            list(res.DEFORM_ON_PER_STAGE),
-            "[False, False, False, False]: the SE trunks have no deformable-conv blocks (and the "
-            "sal-detectron2 wheel's detectron2._C, which deformable convs need, does not load "
-            "on Python 3.11)",
         )
     check_se_options(se_trunk_options(cfg), SE_TRUNK_CFG_KEYS)
     cpu_roi_align_choice(cfg)
@@ -188,6 +204,8 @@ def check_se_options(options: Mapping[str, Any], names: Optional[Mapping[str, st
             raise _bad(key(option), o[option], "a positive integer")
     if o["depth"] in BASIC_DEPTHS:
         _check_basic_block_options(o, key)
+    else:
+        _check_bottleneck_options(o, key)
     if o["res5_dilation"] not in (1, 2) or not _is_int(o["res5_dilation"]):
         raise _bad(key("res5_dilation"), o["res5_dilation"], "1 or 2")
     groups, width = o["num_groups"], o["width_per_group"]
@@ -196,7 +214,15 @@ def check_se_options(options: Mapping[str, Any], names: Optional[Mapping[str, st
             f"{key('num_groups')} and {key('width_per_group')} must be positive integers, got "
             f"{groups!r} and {width!r}"
         )
-    for option in ("stride_in_1x1", "se_bias", "stem_ceil_pool", "avg_down", "anti_alias"):
+    for option in (
+        "stride_in_1x1",
+        "se_bias",
+        "stem_ceil_pool",
+        "avg_down",
+        "anti_alias",
+        "se_relu_before_se",
+        "deform_modulated",
+    ):
         if not isinstance(o[option], bool):
             raise _bad(key(option), o[option], "True or False")
     out = o["out_features"]
@@ -212,6 +238,18 @@ def check_se_options(options: Mapping[str, Any], names: Optional[Mapping[str, st
         raise _bad(key("se_gate"), o["se_gate"], f"one of {SE_GATES}")
     if o["se_position"] not in SE_POSITIONS:
         raise _bad(key("se_position"), o["se_position"], f"one of {SE_POSITIONS}")
+    if o["se_excitation"] not in SE_EXCITATIONS:
+        raise _bad(key("se_excitation"), o["se_excitation"], f"one of {SE_EXCITATIONS}")
+    divisor = o["se_hidden_divisor"]
+    if not _is_int(divisor) or divisor < 1:
+        raise _bad(key("se_hidden_divisor"), divisor, "a positive integer (1: C // r; timm: 8)")
+    if o["se_relu_before_se"] and o["se_position"] != "standard":
+        raise _bad(
+            key("se_position"),
+            o["se_position"],
+            f"'standard' with {key('se_relu_before_se')}=True (the ReLU precedes the SE unit on "
+            "the residual branch)",
+        )
     if o["stem"] not in SE_STEMS:
         raise _bad(key("stem"), o["stem"], f"one of {SE_STEMS}")
     stages = o["se_stages"]
@@ -225,6 +263,7 @@ def check_se_options(options: Mapping[str, Any], names: Optional[Mapping[str, st
     if o["shortcut_kernel"] not in (1, 3) or not _is_int(o["shortcut_kernel"]):
         raise _bad(key("shortcut_kernel"), o["shortcut_kernel"], "1 or 3")
     _check_resnet_d_options(o, key)
+    _check_deform_and_checkpointing(o, key)
     ratio = o["conv1_width_ratio"]
     if not (isinstance(ratio, (int, float)) and not isinstance(ratio, bool) and 0 < ratio <= 4):
         raise _bad(
@@ -234,6 +273,8 @@ def check_se_options(options: Mapping[str, Any], names: Optional[Mapping[str, st
     r = o["se_reduction"]
     if not _is_int(r) or r <= 0:
         raise _bad(key("se_reduction"), r, "a positive integer (the paper uses 16)")
+    if o["se_excitation"] == "eca" or divisor > 1:
+        return  # no reduction (ECA) or a hidden width of at least the divisor
     for idx, name in enumerate(SE_STAGE_NAMES):
         if name not in stages:
             continue
@@ -293,6 +334,43 @@ def _check_resnet_d_options(o, key):
             )
 
 
+def _check_deform_and_checkpointing(o, key):
+    """Deformable 3x3 convs (Detectron2's keys) and activation checkpointing."""
+    deform = o["deform_on_per_stage"]
+    if not (
+        isinstance(deform, Sequence)
+        and not isinstance(deform, str)
+        and len(deform) == 4
+        and all(isinstance(d, bool) for d in deform)
+    ):
+        raise _bad(key("deform_on_per_stage"), deform, "four booleans, one per stage res2-res5")
+    deformable = [name for name, d in zip(SE_STAGE_NAMES, deform) if d]
+    if deformable:
+        if o["depth"] in BASIC_DEPTHS:
+            raise _bad(
+                key("deform_on_per_stage"),
+                list(deform),
+                f"all False with {key('depth')}={o['depth']} (basic blocks have no deformable "
+                "variant, as in Detectron2)",
+            )
+        plain = [name for name in deformable if name not in o["se_stages"]]
+        if plain:
+            raise _bad(
+                key("deform_on_per_stage"),
+                list(deform),
+                f"deformable stages among {key('se_stages')} (plain stages {plain} would need "
+                "Detectron2's DeformBottleneckBlock, whose compiled detectron2._C does not load "
+                "here; the SE blocks use torchvision's deform_conv2d)",
+            )
+    groups = o["deform_num_groups"]
+    if not _is_int(groups) or groups < 1:
+        raise _bad(key("deform_num_groups"), groups, "a positive integer")
+    stages = o["activation_checkpointing"]
+    if not _is_names(stages) or any(s not in SE_STAGE_NAMES for s in stages):
+        shown = list(stages) if _is_names(stages) else stages
+        raise _bad(key("activation_checkpointing"), shown, f"names among {SE_STAGE_NAMES}")
+
+
 def _check_basic_block_options(o, key):
     """The options a basic-block trunk (depth 18/34) cannot honour, as Detectron2's R18/R34."""
     depth = f"with {key('depth')}={o['depth']} (basic blocks)"
@@ -311,6 +389,17 @@ def _check_basic_block_options(o, key):
     for option in ("avg_down", "anti_alias"):
         if o[option]:
             raise _bad(key(option), True, f"False {depth}")
+
+
+def _check_bottleneck_options(o, key):
+    """The options only a basic-block trunk has."""
+    if o["se_relu_before_se"]:
+        raise _bad(
+            key("se_relu_before_se"),
+            True,
+            f"False with {key('depth')}={o['depth']} (bottleneck blocks; the ReLU before the SE "
+            "unit is the basic block's of the released SE-ResNet-18/34)",
+        )
 
 
 def _se_channels(o, stage_idx):

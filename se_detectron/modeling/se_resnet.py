@@ -15,11 +15,13 @@ from detectron2.layers import CNNBlockBase, ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY
 from detectron2.modeling.backbone.resnet import BasicBlock, BasicStem, BottleneckBlock, ResNet
 
+from .activation_checkpoint import checkpoint_stages
 from .config_check import (
     BASIC_DEPTHS,
     NUM_BLOCKS_PER_STAGE,
     SE_POSITIONS,
     SE_STAGE_NAMES,
+    SE_TRUNK_DEFAULTS,
     SEConfigError,
     check_se_config,
     check_se_options,
@@ -80,12 +82,18 @@ def _stage_block_kwargs(
         "se_gate": o["se_gate"],
         "se_bias": o["se_bias"],
         "se_position": o["se_position"],
+        "se_hidden_divisor": o["se_hidden_divisor"],
+        "se_excitation": o["se_excitation"],
     }
     with_se = stage in o["se_stages"]
     if o["depth"] in BASIC_DEPTHS:
         # ResNet-18/34: BasicBlock takes no bottleneck/group/dilation arguments (as Detectron2's)
         if with_se:
-            return {"block_class": SEBasicBlock, **se_kwargs}
+            return {
+                "block_class": SEBasicBlock,
+                "se_relu_before_se": o["se_relu_before_se"],
+                **se_kwargs,
+            }
         return {"block_class": BasicBlock}
     kwargs = {
         "block_class": BottleneckBlock,
@@ -103,6 +111,12 @@ def _stage_block_kwargs(
             anti_alias=o["anti_alias"],
             **se_kwargs,
         )
+        if o["deform_on_per_stage"][SE_STAGE_NAMES.index(stage)]:
+            kwargs.update(
+                deform=True,
+                deform_modulated=o["deform_modulated"],
+                deform_num_groups=o["deform_num_groups"],
+            )
     return kwargs
 
 
@@ -131,6 +145,13 @@ def make_se_resnet(
     stem_widths: Sequence[int] = (),
     avg_down: bool = False,
     anti_alias: bool = False,
+    se_excitation: str = "fc",
+    se_hidden_divisor: int = 1,
+    se_relu_before_se: bool = False,
+    deform_on_per_stage: Sequence[bool] = (False, False, False, False),
+    deform_modulated: bool = False,
+    deform_num_groups: int = 1,
+    activation_checkpointing: Sequence[str] = (),
     in_channels: int = 3,
     num_classes: Optional[int] = None,
 ) -> ResNet:
@@ -178,6 +199,14 @@ def make_se_resnet(
         anti_alias: anti-aliased downsampling (timm's ``aa_layer=nn.AvgPool2d``): strided 3x3
             convs run at stride 1 followed by 2x2 average pooling, and the stem average-pools
             instead of max-pooling. Needs ``stride_in_1x1=False``.
+        se_excitation: ``"fc"`` (the paper's two FC layers) or ``"eca"`` (ECA-Net's 1-D conv).
+        se_hidden_divisor: rounding of the SE hidden width (1: ``C // r``; 8: timm's).
+        se_relu_before_se: basic blocks: a ReLU before the SE unit (released SE-ResNet-18/34).
+        deform_on_per_stage: deformable 3x3 convs in res2..res5 (SE stages, bottleneck blocks;
+            Detectron2's ``MODEL.RESNETS.DEFORM_ON_PER_STAGE``).
+        deform_modulated: modulated deformable convs (DCNv2).
+        deform_num_groups: offset groups of the deformable convs.
+        activation_checkpointing: stages whose blocks run under activation checkpointing.
         in_channels: image channels.
         num_classes: if given, a classifier head named ``linear`` (ImageNet pretraining); the
             output is then ``linear`` and ``out_features`` / ``freeze_at`` are not used.
@@ -214,7 +243,15 @@ def make_se_resnet(
         "stem_widths": stem_widths,
         "avg_down": avg_down,
         "anti_alias": anti_alias,
+        "se_excitation": se_excitation,
+        "se_hidden_divisor": se_hidden_divisor,
+        "se_relu_before_se": se_relu_before_se,
+        "deform_on_per_stage": deform_on_per_stage,
+        "deform_modulated": deform_modulated,
+        "deform_num_groups": deform_num_groups,
+        "activation_checkpointing": activation_checkpointing,
     }
+    assert set(options) >= set(SE_TRUNK_DEFAULTS)
     check_se_options(options)
     if not isinstance(in_channels, int) or in_channels < 1:
         raise SEConfigError(f"in_channels={in_channels!r} is invalid: expected a positive integer")
@@ -281,8 +318,13 @@ def _assemble_se_resnet(
     if num_classes is not None:
         # out_features=None makes ResNet keep every stage and output "linear" (an explicit
         # ["linear"] would make it drop all stages).
-        return ResNet(stem, stages, num_classes=num_classes, out_features=None)
-    return ResNet(stem, stages, out_features=list(o["out_features"]), freeze_at=o["freeze_at"])
+        resnet = ResNet(stem, stages, num_classes=num_classes, out_features=None)
+    else:
+        resnet = ResNet(
+            stem, stages, out_features=list(o["out_features"]), freeze_at=o["freeze_at"]
+        )
+    checkpoint_stages(resnet, o["activation_checkpointing"])
+    return resnet
 
 
 @BACKBONE_REGISTRY.register()
