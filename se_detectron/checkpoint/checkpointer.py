@@ -34,6 +34,7 @@ from torch import nn
 from ..config import config_mismatches
 from ..errors import SEDetectronError
 from ..utils.atomic import disk_full_error
+from ..utils.text import preview
 from .weights_file import load_weights_file
 
 __all__ = [
@@ -110,11 +111,6 @@ def frozen_state_keys(model: nn.Module) -> List[str]:
     return [k for k in state_keys if k in frozen]
 
 
-def _preview(keys: Sequence[str], n: int = 6) -> str:
-    shown = ", ".join(keys[:n])
-    return shown + (f", ... ({len(keys)} in total)" if len(keys) > n else f" ({len(keys)})")
-
-
 def check_no_frozen_random_init(model: nn.Module, cfg) -> None:
     """Refuse to train frozen layers that no checkpoint will initialize.
 
@@ -137,7 +133,7 @@ def check_no_frozen_random_init(model: nn.Module, cfg) -> None:
         raise FrozenRandomInitError(
             f'MODEL.WEIGHTS is "" (no pretrained weights) but MODEL.BACKBONE.FREEZE_AT='
             f"{cfg.MODEL.BACKBONE.FREEZE_AT} freezes {len(frozen)} parameters/buffers, which "
-            f"would stay at their random initialization: {_preview(frozen)}. {_FIX}"
+            f"would stay at their random initialization: {preview(frozen)}. {_FIX}"
         )
 
 
@@ -369,7 +365,7 @@ class SEDetectionCheckpointer(DetectionCheckpointer):
             raise FrozenRandomInitError(
                 f"{len(not_loaded)} parameters/buffers of frozen modules (requires_grad=False, "
                 "from MODEL.BACKBONE.FREEZE_AT > 0) are not in the checkpoint and would stay at "
-                f"their random initialization: {_preview(not_loaded)}. {_FIX}"
+                f"their random initialization: {preview(not_loaded)}. {_FIX}"
             )
 
 

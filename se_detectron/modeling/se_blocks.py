@@ -19,7 +19,7 @@ from fvcore.nn import weight_init
 from torch.nn import functional as F
 
 from ..layers import SqueezeExcitation
-from .config_check import BASIC_SE_POSITIONS, SE_POSITIONS
+from .archs import BASIC_SE_POSITIONS, SE_POSITIONS
 
 __all__ = ["SEBasicBlock", "SEBottleneckBlock"]
 

@@ -15,16 +15,8 @@ from detectron2.layers import CNNBlockBase, ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY
 from detectron2.modeling.backbone.resnet import BasicBlock, BasicStem, BottleneckBlock, ResNet
 
-from .config_check import (
-    BASIC_DEPTHS,
-    NUM_BLOCKS_PER_STAGE,
-    SE_POSITIONS,
-    SE_STAGE_NAMES,
-    SEConfigError,
-    check_se_config,
-    check_se_options,
-    se_trunk_options,
-)
+from .archs import BASIC_DEPTHS, NUM_BLOCKS_PER_STAGE, SE_POSITIONS, SE_STAGE_NAMES
+from .config_check import SEConfigError, check_se_config, check_se_options, se_trunk_options
 from .se_blocks import SEBasicBlock, SEBottleneckBlock
 from .stems import DeepStem, PooledBasicStem
 
