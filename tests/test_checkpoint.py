@@ -706,3 +706,32 @@ def test_atomic_save(tmp_path, monkeypatch):
     ]
     assert (tmp_path / "last_checkpoint").read_text() == "model_final.pth"
     assert torch.load(tmp_path / "model_final.pth", weights_only=True)["iteration"] == 19
+
+
+def test_save_is_interrupted_cleanly_and_needs_no_fvcore_internals(tmp_path, monkeypatch):
+    """An interrupt while the checkpoint is written (half a file on disk) leaves the previous
+    checkpoint and marker as they were; the save writes the same data as fvcore's without
+    calling fvcore's save (whose call order it does not rely on)."""
+    from fvcore.common.checkpoint import Checkpointer
+
+    model = torch.nn.Linear(2, 2)
+    checkpointer = SEDetectionCheckpointer(model, str(tmp_path))
+    checkpointer.save("model_0000009", iteration=9)
+    real_save = torch.save
+
+    def interrupted(obj, f, *args, **kwargs):
+        f.write(b"half a checkpoint")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        checkpointer.save("model_0000019", iteration=19)
+    monkeypatch.setattr(torch, "save", real_save)
+    assert sorted(os.listdir(tmp_path)) == ["last_checkpoint", "model_0000009.pth"]
+    assert checkpointer.get_checkpoint_file() == str(tmp_path / "model_0000009.pth")
+
+    monkeypatch.setattr(Checkpointer, "save", lambda *a, **k: pytest.fail("fvcore save called"))
+    checkpointer.save("model_0000029", iteration=29)
+    saved = torch.load(tmp_path / "model_0000029.pth", weights_only=True)
+    assert saved["iteration"] == 29 and saved["model"].keys() == model.state_dict().keys()
+    assert (tmp_path / "last_checkpoint").read_text() == "model_0000029.pth"

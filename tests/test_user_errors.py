@@ -334,7 +334,8 @@ def test_finished_run_is_kept_and_resumed(files, tmp_path, capsys):
 
 def test_only_our_temp_files_are_removed(tmp_path):
     ours = [
-        ".model_0000999.pth.0123456789ab.tmp.pth",  # SEDetectionCheckpointer.save
+        ".model_0000999.pth.k2j4_x9a.pth.tmp",  # SEDetectionCheckpointer.save (atomic_write)
+        ".model_0000999.pth.0123456789ab.tmp.pth",  # SEDetectionCheckpointer.save, earlier
         ".last_checkpoint.k2j4_x9a.tmp",  # its marker
         ".checkpoint.pth.k2j4_x9a.pth.tmp",  # atomic_write (pretraining)
         ".metrics.jsonl.ab_cd123.jsonl.tmp",
