@@ -31,9 +31,8 @@ from detectron2.modeling.backbone.resnet import ResNet
 from torch import nn
 
 from ..config import config_mismatches
-from ..errors import SEDetectronError
+from ..errors import SEDetectronError, preview
 from ..utils.atomic import atomic_write
-from ..utils.text import preview
 from .weights_file import load_weights_file
 
 __all__ = [

@@ -28,8 +28,7 @@ BatchNorm ``num_batches_tracked`` counters are dropped, as in Detectron2's own c
 import re
 from typing import Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
-from ..errors import SEDetectronError
-from ..utils.text import preview
+from ..errors import SEDetectronError, preview
 
 __all__ = [
     "SOURCE_FORMATS",

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, Mapping, Optional, Tuple
 
 from ..config import config_opts, get_se_cfg, same_value
+from ..errors import preview
 from ..modeling import build_se_resnet
 from ..modeling.archs import (
     ARCHS,
@@ -23,7 +24,6 @@ from ..modeling.archs import (
     se_unit_channels,
 )
 from ..utils.state_dict import diff_state_dicts
-from ..utils.text import preview
 from .formats import ConversionError
 
 __all__ = [
