@@ -137,6 +137,7 @@ def test_res5_dilation_and_custom_widths(se_cfg):
         assert trunk(torch.randn(1, 3, 64, 64))["res5"].shape == (1, 1024, 4, 4)
 
 
+@pytest.mark.slow
 def test_torchscript_scripting(se_cfg):
     import detectron2.export  # noqa: F401  (Detectron2's scripting patches for ResNet/FPN)
 

@@ -186,10 +186,16 @@ TIMM_CASES = [
 ]
 
 
+# the largest models: make test-fast leaves them out (make test runs every case)
+SLOW_TIMM_CASES = {"legacy_senet154", "senet154", "seresnet152d", "seresnext50_32x4d"}
+
+
 @pytest.mark.parametrize(
     "name, kwargs, source, stride_in_1x1, ceil_pool, expected",
-    TIMM_CASES,
-    ids=[c[0] for c in TIMM_CASES],
+    [
+        pytest.param(*c, id=c[0], marks=[pytest.mark.slow] if c[0] in SLOW_TIMM_CASES else [])
+        for c in TIMM_CASES
+    ],
 )
 def test_timm_equivalence(name, kwargs, source, stride_in_1x1, ceil_pool, expected):
     model = _timm_model(name, **kwargs)
@@ -214,6 +220,7 @@ def test_timm_equivalence(name, kwargs, source, stride_in_1x1, ceil_pool, expect
     _assert_close(*_features(trunk, model, x))
 
 
+@pytest.mark.slow
 def test_full_depth_resnet_d():
     """timm's seresnet152d itself: named se_resnet152d, loads strictly, same features."""
     model = _timm_model("seresnet152d")
@@ -232,6 +239,7 @@ def test_full_depth_resnet_d():
     _assert_close(*_features(trunk, model, x))
 
 
+@pytest.mark.slow
 def test_anti_aliased_weights_need_arch():
     """Anti-aliasing has no weights: --arch (or a hub config.json) says the model has it."""
     model = _timm_model("seresnetaa50d")
@@ -519,6 +527,7 @@ def test_cli_safetensors_and_written_config(tmp_path, capsys):
     _assert_close([feats[s] for s in STAGES], refs)
 
 
+@pytest.mark.slow
 def test_resnet_d_weights_in_the_detector(tmp_path):
     """timm's tiered SE-ResNeXt-26-D through --write-config into a Faster R-CNN FPN."""
     model = _timm_model("seresnext26t_32x4d")

@@ -63,6 +63,7 @@ def test_documented_config_path_loads_every_config():
         assert cfg == get_se_cfg(config_file), config_file
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("config_file", CONFIG_FILES)
 def test_config_builds_trains_and_infers(config_file):
     cfg = get_se_cfg(config_file)

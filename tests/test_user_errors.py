@@ -293,6 +293,7 @@ def run_tool(tool, argv):
     return status if isinstance(status, int) else 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("tool, make_argv, fault, expected", [p[1:] for p in PROBES],
                          ids=[p[0] for p in PROBES])  # fmt: skip
 def test_probe_is_one_error_line(
@@ -309,6 +310,7 @@ def test_probe_is_one_error_line(
     assert re.match("error: " + expected, errors[0]), errors[0]
 
 
+@pytest.mark.slow
 def test_finished_run_is_kept_and_resumed(files, tmp_path, capsys):
     """Real 2-iteration runs: --resume-if-possible starts in an empty folder; a plain rerun is
     refused and leaves the run untouched; --resume continues it (removing a stale temp file);
