@@ -72,5 +72,11 @@ setup(
             "onnx>=1.15",
             "onnxruntime>=1.17",
         ],
+        # make docs: the documentation site and the API reference (docs/conf.py)
+        "docs": [
+            "sphinx>=8.1",
+            "myst-parser>=4.0",
+            "furo>=2024.8.6",
+        ],
     },
 )

@@ -20,7 +20,13 @@ import os
 from urllib.parse import urlparse
 
 from detectron2.config import instantiate
-from detectron2.engine import SimpleTrainer, create_ddp_model, default_writers, hooks
+from detectron2.engine import (
+    AMPTrainer,
+    SimpleTrainer,
+    create_ddp_model,
+    default_writers,
+    hooks,
+)
 from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.utils import comm
 from detectron2.utils.registry import locate
@@ -28,7 +34,7 @@ from omegaconf import OmegaConf
 
 from ..checkpoint import FrozenRandomInitError, SEDetectionCheckpointer, frozen_state_keys
 from ..data import prepare_dataset
-from .amp import SEAMPTrainer
+from ..utils.optim import unscale_before_step
 from .lazy_config import LazyConfigError, converted_config_view, dataset_names
 from .resume import ResumableTrainingSampler, RNGStates
 from .trainer import PlotCurvesHook
@@ -56,7 +62,8 @@ def check_init_checkpoint(path: str) -> None:
     if not os.path.isfile(path):
         raise FileNotFoundError(
             f"train.init_checkpoint={path!r}: no such file (working directory {os.getcwd()!r}). "
-            "Convert pretrained weights with tools/convert_pretrained.py (docs/weights.md), fix "
+            "Convert pretrained weights with tools/convert_pretrained.py "
+            "(docs/tutorials/weights.md), fix "
             'the path, or set train.init_checkpoint="" (with '
             "model.backbone.bottom_up.freeze_at=0) to train from scratch."
         )
@@ -146,9 +153,9 @@ class SELazyTrainer:
             fixes the data order; otherwise it is drawn and saved with the checkpoints.
 
     Attributes:
-        trainer: Detectron2's ``SimpleTrainer``, or with ``train.amp.enabled``
-            :class:`~se_detectron.engine.amp.SEAMPTrainer` (its ``AMPTrainer``, clipping unscaled
-            gradients).
+        trainer: Detectron2's ``SimpleTrainer``, or with ``train.amp.enabled`` its
+            ``AMPTrainer``; an optimizer whose ``step`` clips gets unscaled gradients
+            (:func:`~se_detectron.utils.optim.unscale_before_step`).
         checkpointer: the :class:`SEDetectionCheckpointer` (model, optimizer, iteration, hooks,
             sampler seed, random states).
         train_sampler: the :class:`ResumableTrainingSampler`.
@@ -162,14 +169,14 @@ class SELazyTrainer:
         model.to(cfg.train.device)
         logger.info(f"Model:\n{model}")
         cfg.optimizer.params.model = model
-        optimizer = instantiate(cfg.optimizer)
+        optimizer = unscale_before_step(instantiate(cfg.optimizer))
         seed = OmegaConf.select(cfg, "train.seed", default=-1)
         loader, self.train_sampler = build_lazy_train_loader(
             cfg.dataloader.train, seed=seed if seed is not None and seed >= 0 else None
         )
         self.batch_size = int(cfg.dataloader.train.total_batch_size)
         model = create_lazy_ddp_model(model, cfg)
-        trainer_class = SEAMPTrainer if cfg.train.amp.enabled else SimpleTrainer
+        trainer_class = AMPTrainer if cfg.train.amp.enabled else SimpleTrainer
         self.trainer = trainer_class(model, loader, optimizer)
         self.checkpointer = SEDetectionCheckpointer(
             model,
@@ -232,7 +239,7 @@ class SELazyTrainer:
                     f'train.init_checkpoint is "" (no pretrained weights) but {len(frozen)} '
                     f"parameters/buffers are frozen and would stay at their random "
                     f"initialization (first: {frozen[0]}). Set train.init_checkpoint to converted "
-                    "weights (tools/convert_pretrained.py, docs/weights.md) or "
+                    "weights (tools/convert_pretrained.py, docs/tutorials/weights.md) or "
                     "model.backbone.bottom_up.freeze_at=0 to train every layer."
                 )
         self.checkpointer.resume_or_load(init, resume=resume)
