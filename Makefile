@@ -11,7 +11,7 @@ DEMO_DIR ?= output/demo
 # overrides for the fine-tuning: DEMO_ARGS="SOLVER.MAX_ITER 5000"
 DEMO_ARGS ?=
 
-.PHONY: setup demo test lint format clean benchmark gpu-check
+.PHONY: setup demo test test-fast lint format clean benchmark gpu-check
 
 setup: $(STAMP)
 
@@ -38,8 +38,14 @@ benchmark: setup
 gpu-check: setup
 	$(PY) tools/gpu_check.py --output-dir output/gpu-check
 
+# Every test (CI runs this).
 test: setup
 	$(PY) -m pytest -q
+
+# The tests not marked slow (no training runs, no subprocesses of the tools): for a loop while
+# editing; `make test` still runs everything.
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow"
 
 lint: setup
 	$(PY) -m ruff check .

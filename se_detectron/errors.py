@@ -14,7 +14,7 @@ module imports nothing from the package.
 
 import errno
 import sys
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 __all__ = [
     "ENVIRONMENT_ERRNOS",
@@ -23,6 +23,7 @@ __all__ = [
     "SEDetectronError",
     "environment_os_error",
     "exit_on_user_error",
+    "preview",
     "print_user_error",
     "user_error_message",
     "user_error_status",
@@ -45,6 +46,18 @@ USER_ERRORS = (SEDetectronError, FileNotFoundError, FloatingPointError)
 ENVIRONMENT_ERRNOS = frozenset(
     {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR}
 )
+
+
+def preview(items: Sequence[str], limit: int = 6) -> str:
+    """The first ``limit`` items, comma-separated, then ``... (N in total)`` if there are more:
+    long lists (e.g. state-dict keys) inside a one-line error message.
+
+    Args:
+        items: the names to list.
+        limit: how many to show.
+    """
+    shown = ", ".join(items[:limit])
+    return shown + (f", ... ({len(items)} in total)" if len(items) > limit else "")
 
 
 def environment_os_error(exc: BaseException) -> Optional[OSError]:

@@ -119,6 +119,7 @@ def test_dominant_class():
     assert dominant_class([]) == -1
 
 
+@pytest.mark.slow
 def test_cli_on_a_classifier_checkpoint(tmp_path):
     from PIL import Image
 

@@ -137,6 +137,7 @@ def test_res5_dilation_and_custom_widths(se_cfg):
         assert trunk(torch.randn(1, 3, 64, 64))["res5"].shape == (1, 1024, 4, 4)
 
 
+@pytest.mark.slow
 def test_torchscript_scripting(se_cfg):
     import detectron2.export  # noqa: F401  (Detectron2's scripting patches for ResNet/FPN)
 
@@ -195,6 +196,38 @@ def test_reduction_checked_against_position_channels(se_cfg):
     se_cfg.MODEL.SE.REDUCTION = 128
     with pytest.raises(SEConfigError, match="at most 64"):
         build_se_resnet(se_cfg, ShapeSpec(channels=3))
+
+
+@pytest.mark.parametrize(
+    "depth,groups,width,position",
+    [(50, 32, 4, "3x3"), (50, 1, 64, "pre"), (50, 1, 64, "standard"), (18, 1, 64, "pre")],
+)
+def test_se_unit_channels_is_what_the_trunk_builds(se_cfg, depth, groups, width, position):
+    """The channel arithmetic the config checks and the weight converter use
+    (modeling.archs.se_unit_channels) against the SE units of a built trunk (meta device)."""
+    from se_detectron.modeling.archs import SE_STAGE_NAMES, se_unit_channels
+
+    res = se_cfg.MODEL.RESNETS
+    res.DEPTH, res.NUM_GROUPS, res.WIDTH_PER_GROUP = depth, groups, width
+    res.RES2_OUT_CHANNELS = 64 if depth == 18 else 256
+    res.STRIDE_IN_1X1 = groups == 1
+    se_cfg.MODEL.SE.POSITION = position
+    with torch.device("meta"):
+        trunk = build_se_resnet(se_cfg, ShapeSpec(channels=3))
+    checked = 0
+    for stage_idx, name in enumerate(SE_STAGE_NAMES):
+        for block_idx, block in enumerate(getattr(trunk, name)):
+            want = se_unit_channels(
+                position,
+                stage_idx,
+                block_idx,
+                stem_out_channels=res.STEM_OUT_CHANNELS,
+                res2_out_channels=res.RES2_OUT_CHANNELS,
+                bottleneck_channels=groups * width,
+            )
+            assert block.se.fc1.in_channels == want, (name, block_idx)
+            checked += 1
+    assert checked == sum(len(getattr(trunk, n)) for n in SE_STAGE_NAMES) > 4
 
 
 def test_unknown_se_key_is_rejected(se_cfg):

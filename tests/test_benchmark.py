@@ -67,6 +67,7 @@ def test_calibrated_frozen_bn_normalises_its_input():
         calibrate_frozen_bn(torch.nn.Linear(2, 2), lambda: None)
 
 
+@pytest.mark.slow
 def test_detection_models_propose_the_same_boxes():
     """The zeroed RPN outputs make the heads' work independent of the backbone."""
     plain, se = _detection_models(CPU)
@@ -82,10 +83,11 @@ def test_detection_models_propose_the_same_boxes():
     torch.testing.assert_close(proposals[0].tensor, proposals[1].tensor)
 
 
+@pytest.mark.slow
 def test_cli_writes_table_and_json(tmp_path, capsys):
     out = tmp_path / "bench.json"
     args = ["--height", "64", "--width", "96", "--batch-sizes", "1", "--layouts", "nchw"]
-    args += ["--classifier-size", "32", "--rounds", "1", "--warmup", "1", "--output", str(out)]
+    args += ["--classifier-size", "32", "--rounds", "1", "--warmup", "0", "--output", str(out)]
     assert cli(args) == 0
     report = json.loads(out.read_text())
     assert set(report["cases"]) == {
@@ -122,6 +124,7 @@ def test_cli_writes_table_and_json(tmp_path, capsys):
     assert "== rcnn_inference" in printed and "target <= 1.02x" in printed
 
 
+@pytest.mark.slow
 def test_cli_bf16_autocast_variants(tmp_path, monkeypatch):
     """--precisions fp32,bf16 times each case twice; the bf16 one really runs under autocast."""
     seen = []
@@ -175,6 +178,7 @@ def test_se_ablations_compute_what_they_claim():
         torch.testing.assert_close(layer.scale_add(x, r), r + x * layer.excitation(x))
 
 
+@pytest.mark.slow
 def test_se_breakdown_case_runs_the_same_model_with_parts_removed():
     case = se_breakdown_case(CPU, batch_size=2, channels_last=True, size=32)
     assert case.name == "se_breakdown_b2_channels_last" and case.target is None
@@ -262,6 +266,7 @@ def test_amp_training_step_runs_backward_and_step_outside_autocast(monkeypatch):
     assert not scalers[1].is_enabled()  # bf16 needs no scaling
 
 
+@pytest.mark.slow
 def test_rcnn_training_case_under_autocast():
     """The AMP variants are the case's own training steps (fp16 ones run on a CPU too slowly:
     test_amp_training_step_runs_backward_and_step_outside_autocast covers their logic)."""

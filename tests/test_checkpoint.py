@@ -186,10 +186,16 @@ TIMM_CASES = [
 ]
 
 
+# the largest models: make test-fast leaves them out (make test runs every case)
+SLOW_TIMM_CASES = {"legacy_senet154", "senet154", "seresnet152d", "seresnext50_32x4d"}
+
+
 @pytest.mark.parametrize(
     "name, kwargs, source, stride_in_1x1, ceil_pool, expected",
-    TIMM_CASES,
-    ids=[c[0] for c in TIMM_CASES],
+    [
+        pytest.param(*c, id=c[0], marks=[pytest.mark.slow] if c[0] in SLOW_TIMM_CASES else [])
+        for c in TIMM_CASES
+    ],
 )
 def test_timm_equivalence(name, kwargs, source, stride_in_1x1, ceil_pool, expected):
     model = _timm_model(name, **kwargs)
@@ -214,6 +220,7 @@ def test_timm_equivalence(name, kwargs, source, stride_in_1x1, ceil_pool, expect
     _assert_close(*_features(trunk, model, x))
 
 
+@pytest.mark.slow
 def test_full_depth_resnet_d():
     """timm's seresnet152d itself: named se_resnet152d, loads strictly, same features."""
     model = _timm_model("seresnet152d")
@@ -232,6 +239,7 @@ def test_full_depth_resnet_d():
     _assert_close(*_features(trunk, model, x))
 
 
+@pytest.mark.slow
 def test_anti_aliased_weights_need_arch():
     """Anti-aliasing has no weights: --arch (or a hub config.json) says the model has it."""
     model = _timm_model("seresnetaa50d")
@@ -516,6 +524,7 @@ def test_cli_safetensors_and_written_config(tmp_path, capsys):
     _assert_close([feats[s] for s in STAGES], refs)
 
 
+@pytest.mark.slow
 def test_resnet_d_weights_in_the_detector(tmp_path):
     """timm's tiered SE-ResNeXt-26-D through --write-config into a Faster R-CNN FPN."""
     model = _timm_model("seresnext26t_32x4d")
@@ -703,3 +712,32 @@ def test_atomic_save(tmp_path, monkeypatch):
     ]
     assert (tmp_path / "last_checkpoint").read_text() == "model_final.pth"
     assert torch.load(tmp_path / "model_final.pth", weights_only=True)["iteration"] == 19
+
+
+def test_save_is_interrupted_cleanly_and_needs_no_fvcore_internals(tmp_path, monkeypatch):
+    """An interrupt while the checkpoint is written (half a file on disk) leaves the previous
+    checkpoint and marker as they were; the save writes the same data as fvcore's without
+    calling fvcore's save (whose call order it does not rely on)."""
+    from fvcore.common.checkpoint import Checkpointer
+
+    model = torch.nn.Linear(2, 2)
+    checkpointer = SEDetectionCheckpointer(model, str(tmp_path))
+    checkpointer.save("model_0000009", iteration=9)
+    real_save = torch.save
+
+    def interrupted(obj, f, *args, **kwargs):
+        f.write(b"half a checkpoint")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        checkpointer.save("model_0000019", iteration=19)
+    monkeypatch.setattr(torch, "save", real_save)
+    assert sorted(os.listdir(tmp_path)) == ["last_checkpoint", "model_0000009.pth"]
+    assert checkpointer.get_checkpoint_file() == str(tmp_path / "model_0000009.pth")
+
+    monkeypatch.setattr(Checkpointer, "save", lambda *a, **k: pytest.fail("fvcore save called"))
+    checkpointer.save("model_0000029", iteration=29)
+    saved = torch.load(tmp_path / "model_0000029.pth", weights_only=True)
+    assert saved["iteration"] == 29 and saved["model"].keys() == model.state_dict().keys()
+    assert (tmp_path / "last_checkpoint").read_text() == "model_0000029.pth"

@@ -122,6 +122,7 @@ def _check_datasets(config_file, cfg):
         assert cfg.MODEL.RETINANET.NUM_CLASSES == 80
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("config_files", MODEL_GROUPS, ids=["+".join(g) for g in MODEL_GROUPS])
 def test_config_builds_trains_and_infers(config_files):
     for config_file in config_files:

@@ -46,6 +46,7 @@ def demo_run(tmp_path_factory):
     return plan, run_demo(plan), crops
 
 
+@pytest.mark.slow
 def test_chain_summary_and_outputs(demo_run):
     plan, summary, _ = demo_run
     assert set(summary["stages"]) == {"pretrain", "convert", "finetune", "predict"}
@@ -71,6 +72,7 @@ def test_chain_summary_and_outputs(demo_run):
     assert f"3 iterations at {speed['finetune_s_per_iter']:.3f} s/iter" in text
 
 
+@pytest.mark.slow
 def test_converted_trunk_loads_with_no_missing_keys_and_stays_frozen(demo_run):
     plan, _, _ = demo_run
     cfg = get_se_cfg(plan.path("finetune", "config.yaml"))
@@ -100,6 +102,7 @@ def test_converted_trunk_loads_with_no_missing_keys_and_stays_frozen(demo_run):
     assert not torch.equal(final["backbone.bottom_up.res3.0.conv1.weight"], res3)
 
 
+@pytest.mark.slow
 def test_rerun_reuses_finished_stages(demo_run, capsys):
     plan, first, _ = demo_run
     again = run_demo(plan)
@@ -108,12 +111,14 @@ def test_rerun_reuses_finished_stages(demo_run, capsys):
     assert "reused" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_rerun_flag_names_a_stage(demo_run):
     plan, _, _ = demo_run
     with pytest.raises(DemoError, match="--rerun 'evaluate'"):
         run_demo(plan, rerun="evaluate")
 
 
+@pytest.mark.slow
 def test_crops_come_from_train_images_only(demo_run):
     _, _, crops = demo_run
     manifest = json.loads((crops / "manifest.json").read_text())
@@ -144,6 +149,7 @@ def test_crops_are_reused_and_checked(tmp_path):
     assert Path(tmp_path / "other" / "x.txt").exists()
 
 
+@pytest.mark.slow
 def test_mask_rcnn_demo_reports_mask_ap_and_draws_masks(tmp_path):
     """`make demo DEMO_ARGS="--config-file Synthetic/mask_rcnn_SE_R_18_FPN_synthetic.yaml"`."""
     from se_detectron.demo import format_summary

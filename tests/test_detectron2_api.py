@@ -59,6 +59,7 @@ def test_a_synthetic_config_is_runnable():
     assert RUNNABLE_HERE == ["Synthetic/mask_rcnn_SE_R_18_FPN_synthetic.py"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", RUNNABLE_HERE)
 def test_detectron2_api_trains_and_evaluates_shipped_config(name, tmp_path):
     out = tmp_path / "out.json"

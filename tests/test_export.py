@@ -52,6 +52,7 @@ def image():
     return torch.rand(3, 64, 96, generator=torch.Generator().manual_seed(1)) * 255
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt,method", ROUTES)
 def test_backbone_export_equals_pytorch(models, fmt, method, tmp_path):
     backbone = models["faster_rcnn"].backbone
@@ -64,6 +65,7 @@ def test_backbone_export_equals_pytorch(models, fmt, method, tmp_path):
     assert not backbone.training  # the export leaves the model in eval mode
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(CONFIGS))
 @pytest.mark.parametrize("fmt,method", ROUTES)
 def test_detector_export_equals_pytorch(models, image, name, fmt, method, tmp_path):

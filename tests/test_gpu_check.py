@@ -9,6 +9,7 @@ import time
 import warnings
 from pathlib import Path
 
+import pytest
 import torch
 
 from benchmarks import gpu_check
@@ -86,6 +87,7 @@ HANGING = (
 )
 
 
+@pytest.mark.slow
 def test_timed_out_step_leaves_no_process_behind(tmp_path):
     out = tmp_path
     command = [sys.executable, "-c", HANGING.format(out=out)]
@@ -96,6 +98,7 @@ def test_timed_out_step_leaves_no_process_behind(tmp_path):
     assert _gone(int((out / "grandchild.pid").read_text()))
 
 
+@pytest.mark.slow
 def test_order_per_step_reports_and_a_killed_step(tmp_path, monkeypatch, capsys):
     """The new order; report.json rewritten after each step; the timed-out demo is killed with
     its children and the benchmark still runs after it."""
@@ -165,6 +168,7 @@ def test_short_demo_recipe_is_make_demos_with_fewer_epochs():
     assert dict(zip(*[iter(gpu_check.DEMO_FINETUNE_OPTS)] * 2))["SOLVER.MAX_ITER"] == "600"
 
 
+@pytest.mark.slow
 def test_documented_command_on_a_bare_checkout(tmp_path):
     """README: `python tools/gpu_check.py ...` from any directory, no PYTHONPATH, no make setup;
     an interpreter without the requirements gets one line listing what it lacks."""
@@ -186,6 +190,7 @@ def test_documented_command_on_a_bare_checkout(tmp_path):
     assert bare.stderr.count("\n") == 1 and "lacks torch, torchvision, detectron2" in bare.stderr
 
 
+@pytest.mark.slow
 def test_dry_run_writes_report(tmp_path):
     """The benchmark step for real (tiny), tests and demo skipped: report.json and report.md."""
     tiny = "--cases trunk,classifier --height 64 --width 96 --batch-sizes 2 --layouts nchw "

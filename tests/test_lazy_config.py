@@ -118,6 +118,7 @@ def test_python_configs_are_listed():
     assert set(list_configs()) == set(PY_CONFIGS) | set(list_configs(".yaml"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", PY_CONFIGS)
 def test_python_config_instantiates_and_trains_a_step(name, tiny, tmp_path):
     cfg = get_config(name)
@@ -161,6 +162,7 @@ def _lazy_trainer(out):
     return SELazyTrainer(cfg)
 
 
+@pytest.mark.slow
 def test_resume_continues_exactly(tiny, tmp_path, run_trainer):
     run_trainer(_lazy_trainer(tmp_path / "straight"))
     with pytest.raises(RuntimeError, match="simulated crash"):
@@ -213,6 +215,7 @@ def cli_args(tiny, out, max_iter=2):
     ]  # fmt: skip
 
 
+@pytest.mark.slow
 def test_cli_trains_resumes_and_evaluates(tiny, tmp_path):
     out = tmp_path / "run"
     args = [a for a in cli_args(tiny, out) if a != "dataloader.evaluator=None"]
@@ -237,6 +240,7 @@ def test_cli_trains_resumes_and_evaluates(tiny, tmp_path):
     assert set(again) == {"bbox", "segm"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "extra,message",
     [
@@ -256,6 +260,7 @@ def test_user_errors_are_one_clear_message(tiny, tmp_path, extra, message):
     assert last.startswith("error: ") and re.search(message, last), last
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "config_file,message",
     [
@@ -270,6 +275,7 @@ def test_bad_config_file(config_file, message):
     assert last.startswith("error: ") and re.search(message, last), last
 
 
+@pytest.mark.slow
 def test_two_process_cpu_training(tiny, tmp_path):
     """`--num-gpus 2` on a CPU-only machine: two gloo processes train one model together."""
     if torch.cuda.is_available():
@@ -284,6 +290,7 @@ def test_two_process_cpu_training(tiny, tmp_path):
 
 
 # ------------------------------------------------------------------ converted weights' config
+@pytest.mark.slow
 def test_converted_weights_are_checked_against_the_python_config(tiny, tmp_path):
     """As the yacs path: weights converted for another trunk setting are an error naming the
     python-config argument, not a detector that loads every tensor and computes other features."""

@@ -8,6 +8,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.slow
 def test_clear_error_without_detectron2():
     code = "import sys; sys.modules['detectron2'] = None; import se_detectron"
     proc = subprocess.run(
@@ -47,6 +48,7 @@ def test_model_zoo_get(tmp_path):
         model_zoo.get("COCO-Detection/faster_rcnn_SE_R_50_FPN_1x.yaml", device="cpu")
 
 
+@pytest.mark.slow
 def test_python_m_se_detectron_dispatches():
     from se_detectron.__main__ import TOOLS
 
@@ -81,6 +83,7 @@ def test_old_tool_names_warn_or_name_the_new_place(capsys):
         assert line.startswith(f"error: {name} ") and script in line
 
 
+@pytest.mark.slow
 def test_tools_demo_py_runs_tools_predict_py(tmp_path):
     proc = subprocess.run(
         [sys.executable, str(ROOT / "tools" / "demo.py"), "--help"],
@@ -123,6 +126,7 @@ def test_config_and_model_zoo_list_configs_are_one():
     assert "Synthetic/mask_rcnn_SE_R_18_FPN_synthetic.py" in names
 
 
+@pytest.mark.slow
 def test_pip_check_lists_only_known_detectron2_metadata():
     """The environment's only dependency conflicts are the known ones of the sal-detectron2 wheel.
 

@@ -43,13 +43,12 @@ def macs_as_in_paper(model):
 @pytest.mark.parametrize(
     "depth,groups,width,stride_in_1x1,params_m,gmacs",
     [
-        (50, 1, 64, True, 28.09, 3.87),
-        (101, 1, 64, True, 49.33, 7.60),
-        (152, 1, 64, True, 66.82, 11.32),
-        (50, 32, 4, False, 27.56, 4.25),
-        (101, 32, 4, False, 48.96, 8.00),
+        pytest.param(50, 1, 64, True, 28.09, 3.87, id="SE-R50"),
+        pytest.param(101, 1, 64, True, 49.33, 7.60, id="SE-R101", marks=pytest.mark.slow),
+        pytest.param(152, 1, 64, True, 66.82, 11.32, id="SE-R152", marks=pytest.mark.slow),
+        pytest.param(50, 32, 4, False, 27.56, 4.25, id="SE-X50-32x4d"),
+        pytest.param(101, 32, 4, False, 48.96, 8.00, id="SE-X101-32x4d", marks=pytest.mark.slow),
     ],
-    ids=["SE-R50", "SE-R101", "SE-R152", "SE-X50-32x4d", "SE-X101-32x4d"],
 )
 def test_published_params_and_macs(se_cfg, depth, groups, width, stride_in_1x1, params_m, gmacs):
     se_cfg.MODEL.RESNETS.NORM = "BN"

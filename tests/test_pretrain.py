@@ -92,6 +92,7 @@ def trained(image_root, tmp_path_factory):
     return out, result
 
 
+@pytest.mark.slow
 def test_train_writes_checkpoint_metrics_and_curves(trained):
     out, result = trained
     assert result["epochs_run"] == 1
@@ -127,6 +128,7 @@ def test_train_writes_checkpoint_metrics_and_curves(trained):
     assert resolved["world_size"] == 1 and resolved["hflip"] is True
 
 
+@pytest.mark.slow
 def test_train_options_ema_mixup_amp_accum(image_root, tmp_path):
     out = tmp_path / "opts"
     result = run(
@@ -158,6 +160,7 @@ def test_warmup_longer_than_the_run_is_an_error(image_root, tmp_path, capsys):
     assert capsys.readouterr().err.strip().startswith("error: --lr-warmup-epochs 3")
 
 
+@pytest.mark.slow
 def test_resume_continues_exactly(image_root, tmp_path):
     common = ["--lr", "0.05", "--lr-step-size", "1", "--seed", "3"]
     full, split = tmp_path / "full", tmp_path / "split"
@@ -178,6 +181,7 @@ def test_resume_continues_exactly(image_root, tmp_path):
     assert rb[1]["train_loss"] == pytest.approx(ra[1]["train_loss"], rel=1e-5)
 
 
+@pytest.mark.slow
 def test_resume_errors(trained, image_root, tmp_path):
     missing = tmp_path / "nope.pth"
     with pytest.raises(FileNotFoundError, match="nope.pth"):
@@ -192,6 +196,7 @@ def test_resume_errors(trained, image_root, tmp_path):
     assert "(128, 64, 1, 1) in the model" in msg and "checkpoint.pth" in msg
 
 
+@pytest.mark.slow
 def test_test_only_evaluates_a_checkpoint(trained, image_root, tmp_path):
     out, _ = trained
     result = run(
@@ -291,6 +296,7 @@ def test_arch_table():
         arch_overrides("resnet50")
 
 
+@pytest.mark.slow
 def test_resnet_d_pretraining_converts_with_its_layout(image_root, tmp_path):
     """An anti-aliased ResNet-D pretraining run: the converter reads AVG_DOWN / ANTI_ALIAS (which
     have no weights) from the checkpoint, and the weights load into the detector's trunk."""

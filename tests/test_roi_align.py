@@ -99,6 +99,7 @@ def _synthetic_cfg(choice, mask=False):
     return cfg
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mask", [False, True])
 def test_trainer_model_pools_the_same_with_either_choice(mask):
     """SETrainer.build_model swaps every box (and mask) pooler level; the losses and the

@@ -186,6 +186,7 @@ def test_fused_backward_with_mixed_dtypes():
     torch.testing.assert_close(residual.grad, ref_res.grad, rtol=0.02, atol=0.04)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "norm,freeze_at,dtype",
     [("FrozenBN", 2, torch.float32), ("FrozenBN", 2, torch.float64), ("BN", 0, torch.float64)],

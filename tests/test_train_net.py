@@ -58,6 +58,7 @@ def run_train_net(*args, timeout=600, threads="1"):
     )  # fmt: skip
 
 
+@pytest.mark.slow
 def test_train_evaluate_and_eval_only(tiny_data, tmp_path):
     out = tmp_path / "run"
     proc = run_train_net("--config-file", INSTANT, *tiny_opts(tiny_data, out))
@@ -109,6 +110,7 @@ def test_train_evaluate_and_eval_only(tiny_data, tmp_path):
     assert again["AP"] == pytest.approx(final["AP"], nan_ok=True)
 
 
+@pytest.mark.slow
 def test_mask_rcnn_trains_and_reports_mask_ap(tiny_data, tmp_path):
     """Mask R-CNN on the synthetic RLE masks: mask loss, box and mask AP, both AP files."""
     out = tmp_path / "mask"
@@ -126,6 +128,7 @@ def test_mask_rcnn_trains_and_reports_mask_ap(tiny_data, tmp_path):
     assert "Final mask AP on tiny_val" in proc.stderr + proc.stdout
 
 
+@pytest.mark.slow
 def test_resume_continues_exactly(tiny_data, tmp_path, run_trainer):
     """Crash after iteration 4 (last checkpoint at 3), resume: same weights as without a crash."""
 
@@ -154,6 +157,7 @@ def test_resume_continues_exactly(tiny_data, tmp_path, run_trainer):
     assert a["trainer"]["hooks"]["LRScheduler"] == b["trainer"]["hooks"]["LRScheduler"]
 
 
+@pytest.mark.slow
 def test_two_process_cpu_training(tiny_data, tmp_path):
     """`--num-gpus 2` on a CPU-only machine: two gloo processes train one model together."""
     if torch.cuda.is_available():
@@ -178,6 +182,7 @@ def test_cpu_threads_per_process():
     assert cpu_threads_per_process(2, cores=2, environ={"OMP_NUM_THREADS": "2"}) is None
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "extra,message",
     [
@@ -208,6 +213,7 @@ def test_user_errors_are_one_clear_message(tiny_data, tmp_path, extra, message):
     assert last.startswith("error: ") and re.search(message, last), last
 
 
+@pytest.mark.slow
 def test_missing_config_file(tmp_path):
     proc = run_train_net("--config-file", str(tmp_path / "missing.yaml"))
     assert proc.returncode == 2

@@ -304,6 +304,7 @@ def run_tool(tool, argv):
     return status if isinstance(status, int) else 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("tool, make_argv, fault, expected", [p[1:] for p in PROBES],
                          ids=[p[0] for p in PROBES])  # fmt: skip
 def test_probe_is_one_error_line(
@@ -320,6 +321,7 @@ def test_probe_is_one_error_line(
     assert re.match("error: " + expected, errors[0]), errors[0]
 
 
+@pytest.mark.slow
 def test_finished_run_is_kept_and_resumed(files, tmp_path, capsys):
     """Real 2-iteration runs: --resume-if-possible starts in an empty folder; a plain rerun is
     refused and leaves the run untouched; --resume continues it (removing a stale temp file);
@@ -345,7 +347,8 @@ def test_finished_run_is_kept_and_resumed(files, tmp_path, capsys):
 
 def test_only_our_temp_files_are_removed(tmp_path):
     ours = [
-        ".model_0000999.pth.0123456789ab.tmp.pth",  # SEDetectionCheckpointer.save
+        ".model_0000999.pth.k2j4_x9a.pth.tmp",  # SEDetectionCheckpointer.save (atomic_write)
+        ".model_0000999.pth.0123456789ab.tmp.pth",  # SEDetectionCheckpointer.save, earlier
         ".last_checkpoint.k2j4_x9a.tmp",  # its marker
         ".checkpoint.pth.k2j4_x9a.pth.tmp",  # atomic_write (pretraining)
         ".metrics.jsonl.ab_cd123.jsonl.tmp",

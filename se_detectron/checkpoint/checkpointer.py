@@ -4,9 +4,9 @@
 ``resume_or_load``, heads whose shapes change with ``NUM_CLASSES`` are skipped with a warning)
 and adds:
 
-1. atomic saves: the checkpoint and the ``last_checkpoint`` marker are written to temporary
-   files that are ``os.replace``-d, so an interrupted save never leaves a truncated checkpoint
-   or a marker naming one;
+1. atomic saves: the checkpoint and the ``last_checkpoint`` marker are written with
+   :func:`~se_detectron.utils.atomic_write` (temporary files renamed into place), so an
+   interrupted save never leaves a truncated checkpoint or a marker naming one;
 2. a missing weights file is a ``FileNotFoundError`` naming ``MODEL.WEIGHTS`` and the path
    (``""`` still means "no weights");
 3. a shape mismatch in the backbone (the SE trunk and, if present, the FPN) is an error naming
@@ -22,18 +22,17 @@ and adds:
 
 import logging
 import os
-import tempfile
-import uuid
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, Tuple
 from urllib.parse import urlparse
 
+import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling.backbone.resnet import ResNet
 from torch import nn
 
 from ..config import config_mismatches
-from ..errors import SEDetectronError
-from ..utils.atomic import disk_full_error
+from ..errors import SEDetectronError, preview
+from ..utils.atomic import atomic_write
 from .weights_file import load_weights_file
 
 __all__ = [
@@ -110,11 +109,6 @@ def frozen_state_keys(model: nn.Module) -> List[str]:
     return [k for k in state_keys if k in frozen]
 
 
-def _preview(keys: Sequence[str], n: int = 6) -> str:
-    shown = ", ".join(keys[:n])
-    return shown + (f", ... ({len(keys)} in total)" if len(keys) > n else f" ({len(keys)})")
-
-
 def check_no_frozen_random_init(model: nn.Module, cfg) -> None:
     """Refuse to train frozen layers that no checkpoint will initialize.
 
@@ -137,7 +131,7 @@ def check_no_frozen_random_init(model: nn.Module, cfg) -> None:
         raise FrozenRandomInitError(
             f'MODEL.WEIGHTS is "" (no pretrained weights) but MODEL.BACKBONE.FREEZE_AT='
             f"{cfg.MODEL.BACKBONE.FREEZE_AT} freezes {len(frozen)} parameters/buffers, which "
-            f"would stay at their random initialization: {_preview(frozen)}. {_FIX}"
+            f"would stay at their random initialization: {preview(frozen)}. {_FIX}"
         )
 
 
@@ -188,60 +182,40 @@ class SEDetectionCheckpointer(DetectionCheckpointer):
             strict_shape_prefixes = _default_strict_prefixes(self.model)
         self.strict_shape_prefixes = tuple(strict_shape_prefixes)
         self.last_incompatible_keys = None
-        self._atomic_pending: Optional[Tuple[str, str]] = None
 
     # ---------------------------------------------------------------- saving
     def save(self, name: str, **kwargs: Any) -> None:
-        """Save like ``Checkpointer.save``, to a temporary file renamed over ``{name}.pth``.
+        """Save what ``Checkpointer.save`` saves, atomically, then point ``last_checkpoint`` at it.
 
-        The parent writes the data to ``.{name}.pth.<random>.tmp.pth`` and calls
-        :meth:`tag_last_checkpoint`, which renames it to ``{name}.pth`` before writing the
-        marker; on failure the temporary file is removed and nothing else changes.
+        The data is the same dict (``"model"``, each checkpointable's ``state_dict()``, the
+        extra ``kwargs``), written with :func:`~se_detectron.utils.atomic_write` (a temporary
+        file renamed over ``{name}.pth``) and then tagged with :meth:`tag_last_checkpoint`, so an
+        interrupted save leaves the previous checkpoint and marker as they were. A ``save_dir``
+        that is a URL (another ``path_manager`` backend, without atomic renames) is written by
+        fvcore's own ``save``.
 
         Raises:
             DiskFullError: no space left, naming the checkpoint that was kept.
         """
-        if not self.save_dir or not self.save_to_disk:
+        if not self.save_dir or not self.save_to_disk or _is_url(self.save_dir):
             return super().save(name, **kwargs)
-        temp_name = f".{name}.pth.{uuid.uuid4().hex[:12]}.tmp"
-        self._atomic_pending = (f"{temp_name}.pth", f"{name}.pth")
+        data = {"model": self.model.state_dict()}
+        for key, obj in self.checkpointables.items():
+            data[key] = obj.state_dict()
+        data.update(kwargs)
+        basename = f"{name}.pth"
+        save_file = os.path.join(self.save_dir, basename)
         previous = self.get_checkpoint_file() if self.has_checkpoint() else None
-        try:
-            super().save(temp_name, **kwargs)
-        except Exception as e:
-            full = disk_full_error(e, os.path.join(self.save_dir, f"{name}.pth"), previous)
-            if full is not None:
-                raise full from e
-            raise
-        finally:
-            self._atomic_pending = None
-            leftover = os.path.join(self.save_dir, f"{temp_name}.pth")
-            if os.path.exists(leftover):  # the save failed before being tagged
-                os.remove(leftover)
+        self.logger.info(f"Saving checkpoint to {save_file}")
+        atomic_write(save_file, lambda f: torch.save(data, f), kept=previous)
+        self.tag_last_checkpoint(basename)
 
     def tag_last_checkpoint(self, last_filename_basename: str) -> None:
-        """Atomically point ``last_checkpoint`` at a file (first publishing a pending save)."""
-        pending = self._atomic_pending
-        if pending is not None and last_filename_basename == pending[0]:
-            temp = os.path.join(self.save_dir, pending[0])
-            final = os.path.join(self.save_dir, pending[1])
-            _fsync_file(temp)
-            os.replace(temp, final)
-            self.logger.info(f"Checkpoint saved to {final}")
-            last_filename_basename = pending[1]
+        """Point ``last_checkpoint`` at a file, atomically (a reader sees the old or new name)."""
+        if _is_url(self.save_dir):
+            return super().tag_last_checkpoint(last_filename_basename)
         marker = os.path.join(self.save_dir, "last_checkpoint")
-        fd, temp = tempfile.mkstemp(dir=self.save_dir, prefix=".last_checkpoint.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as f:
-                f.write(last_filename_basename)
-                f.flush()
-                os.fsync(f.fileno())
-            os.chmod(temp, 0o644)
-            os.replace(temp, marker)
-        except BaseException:
-            if os.path.exists(temp):
-                os.remove(temp)
-            raise
+        atomic_write(marker, lambda f: f.write(last_filename_basename), binary=False)
         _fsync_dir(self.save_dir)
 
     # ---------------------------------------------------------------- loading
@@ -272,6 +246,7 @@ class SEDetectionCheckpointer(DetectionCheckpointer):
                     )
         return super().load(path, *args, **kwargs)
 
+    # fvcore documents _load_file as the method subclasses override to read other formats.
     def _load_file(self, filename: str) -> Dict[str, Any]:
         """Detectron2's reader, with an empty, truncated or foreign file as one
         :class:`~se_detectron.checkpoint.weights_file.WeightsFileError` naming it."""
@@ -279,6 +254,9 @@ class SEDetectionCheckpointer(DetectionCheckpointer):
         what = "checkpoint" if resuming else self.weights_name
         return load_weights_file(filename, super()._load_file, what)
 
+    # Neither fvcore nor Detectron2 has a public hook that sees the loaded checkpoint and the
+    # IncompatibleKeys (load() only logs them): _load_model is that place. The override calls
+    # Detectron2's unchanged and only adds checks before and after it.
     def _load_model(self, checkpoint: Any):
         """Load as Detectron2 does, then enforce backbone shapes and the frozen-random guard.
 
@@ -370,7 +348,7 @@ class SEDetectionCheckpointer(DetectionCheckpointer):
             raise FrozenRandomInitError(
                 f"{len(not_loaded)} parameters/buffers of frozen modules (requires_grad=False, "
                 "from MODEL.BACKBONE.FREEZE_AT > 0) are not in the checkpoint and would stay at "
-                f"their random initialization: {_preview(not_loaded)}. {_FIX}"
+                f"their random initialization: {preview(not_loaded)}. {_FIX}"
             )
 
 
@@ -382,12 +360,8 @@ def _default_strict_prefixes(model: nn.Module) -> List[str]:
     return prefixes
 
 
-def _fsync_file(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def _is_url(path: str) -> bool:
+    return bool(urlparse(path).scheme)
 
 
 def _fsync_dir(path: str) -> None:

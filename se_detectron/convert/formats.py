@@ -29,7 +29,7 @@ BatchNorm ``num_batches_tracked`` counters are dropped, as in Detectron2's own c
 import re
 from typing import Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
-from ..errors import SEDetectronError
+from ..errors import SEDetectronError, preview
 
 __all__ = [
     "SOURCE_FORMATS",
@@ -221,11 +221,6 @@ def rename_state_dict(state_dict: Mapping[str, object], source: str) -> RenamedS
     if unknown:
         raise ConversionError(
             f"{len(unknown)} keys of the {source!r} checkpoint have no counterpart in the SE "
-            f"trunk: {_preview(unknown)}"
+            f"trunk: {preview(unknown, limit=8)}"
         )
     return RenamedStateDict(out, renamed, dropped, avg_down)
-
-
-def _preview(keys: Sequence[str], n: int = 8) -> str:
-    shown = ", ".join(keys[:n])
-    return shown + (f", ... ({len(keys)} in total)" if len(keys) > n else "")

@@ -11,14 +11,19 @@ converter's ``--arch``.
 
 import re
 from dataclasses import dataclass
-from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 from ..config import config_opts, get_se_cfg, same_value
+from ..errors import preview
 from ..layers.se import se_reduced_channels
 from ..modeling import build_se_resnet
-from ..modeling.archs import ARCHS
-from ..modeling.config_check import BASIC_DEPTHS, SE_STAGE_NAMES
-from ..modeling.se_resnet import NUM_BLOCKS_PER_STAGE
+from ..modeling.archs import (
+    ARCHS,
+    BASIC_DEPTHS,
+    NUM_BLOCKS_PER_STAGE,
+    SE_STAGE_NAMES,
+    se_unit_channels,
+)
 from ..utils.state_dict import diff_state_dicts
 from .formats import ConversionError
 
@@ -273,12 +278,14 @@ def infer_architecture(state_dict: Mapping[str, Any]) -> SEArchitecture:
 def _infer_se(sd, se_stages, stem_out, res2_out, bottleneck) -> Tuple[int, str, int]:
     # Channels each candidate position gives the SE unit of block (stage_idx, block_idx).
     def channels(position, stage_idx, block_idx):
-        out = res2_out * 2**stage_idx
-        if position == "3x3":
-            return bottleneck * 2**stage_idx
-        if position == "pre" and block_idx == 0:
-            return stem_out if stage_idx == 0 else out // 2
-        return out
+        return se_unit_channels(
+            position,
+            stage_idx,
+            block_idx,
+            stem_out_channels=stem_out,
+            res2_out_channels=res2_out,
+            bottleneck_channels=bottleneck,
+        )
 
     seen = []  # (key, C, hidden)
     for name in se_stages:
@@ -360,7 +367,7 @@ def validate_trunk_state_dict(
             ("shape (checkpoint vs trunk)", wrong),
         ):
             if keys:
-                parts.append(f"{len(keys)} {label}: {_preview(keys)}")
+                parts.append(f"{len(keys)} {label}: {preview(keys)}")
         raise ConversionError(
             "the weights do not fit the trunk built from the inferred config "
             f"({_format_config(config)}): " + "; ".join(parts)
@@ -390,8 +397,3 @@ def match_arch(config: Mapping[str, Any]) -> Optional[str]:
 
 def _format_config(config: Mapping[str, Any]) -> str:
     return ", ".join(f"{k.split('.')[-1]}={v}" for k, v in config.items())
-
-
-def _preview(keys: Sequence[str], n: int = 6) -> str:
-    shown = ", ".join(keys[:n])
-    return shown + (f", ... ({len(keys)} in total)" if len(keys) > n else "")

@@ -10,8 +10,7 @@ own checkpoints, from what they recorded.
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ..config import config_mismatches, get_se_cfg, same_value
-from ..modeling.archs import ARCHS
-from ..modeling.config_check import BASIC_DEPTHS
+from ..modeling.archs import ARCHS, BASIC_DEPTHS
 from .formats import ConversionError
 from .infer import SEArchitecture
 

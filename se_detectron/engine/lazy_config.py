@@ -24,7 +24,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from ..config import config_value, get_config_file, get_se_cfg, list_configs
 from ..errors import SEDetectronError
 from ..modeling import SE_TRUNK_CFG_KEYS, make_se_resnet
-from ..modeling.config_check import BASIC_DEPTHS
+from ..modeling.archs import BASIC_DEPTHS
 
 __all__ = [
     "LazyConfigError",

@@ -1,15 +1,9 @@
 """SE backbones and the SE C4 head; importing this module registers them in Detectron2's
 BACKBONE_REGISTRY and ROI_HEADS_REGISTRY."""
 
+from .archs import SE_POSITIONS, SE_STAGE_NAMES
 from .classifier import build_se_resnet_classifier
-from .config_check import (
-    SE_POSITIONS,
-    SE_STAGE_NAMES,
-    SE_TRUNK_CFG_KEYS,
-    SEConfigError,
-    check_se_config,
-    check_se_options,
-)
+from .config_check import SE_TRUNK_CFG_KEYS, SEConfigError, check_se_config, check_se_options
 from .se_fpn import build_retinanet_se_resnet_fpn_backbone, build_se_resnet_fpn_backbone
 from .se_resnet import (
     DeepStem,

@@ -1,8 +1,11 @@
 """The named SE architectures as ``MODEL.RESNETS.*`` / ``MODEL.SE.*`` config overrides.
 
-This table is the single place that says what ``se_resnet50`` ... ``senet154`` mean in config
-terms; the pretraining tool (``--arch``), the benchmark and the weight converters read it. It
-imports only :mod:`se_detectron.config`, so any layer above can use it.
+This module is the single place that says what the SE trunks are: the depths and their blocks per
+stage (:data:`NUM_BLOCKS_PER_STAGE`), the stage names, stems and SE positions, the channels an SE
+unit recalibrates (:func:`se_unit_channels`), and what ``se_resnet50`` ... ``senet154`` mean in
+config terms (:data:`ARCHS`). The config checks, the trunk builder, the pretraining tool
+(``--arch``), the benchmark and the weight converters read it. It imports only
+:mod:`se_detectron.config`, so any layer above can use it.
 
 Every entry sets every key that shapes the trunk, so applying an architecture on top of any config
 (e.g. a detection config for another depth) fully determines the trunk. SE-ResNets stride in the
@@ -19,13 +22,76 @@ from ..config import config_opts, config_value
 __all__ = [
     "ARCHS",
     "ARCH_NAMES",
+    "BASIC_DEPTHS",
+    "BASIC_SE_POSITIONS",
+    "NUM_BLOCKS_PER_STAGE",
+    "SE_DEPTHS",
+    "SE_POSITIONS",
+    "SE_STAGE_NAMES",
+    "SE_STEMS",
     "TIMM_MODEL_NAMES",
     "apply_arch",
     "arch_opts",
     "arch_overrides",
     "find_arch",
     "resolve_arch_name",
+    "se_unit_channels",
 ]
+
+#: The values of ``MODEL.SE.POSITION`` (paper Fig. 5 and Table 15).
+SE_POSITIONS = ("standard", "pre", "post", "identity", "3x3")
+#: The positions a basic block (ResNet-18/34) takes, which has no 3x3 conv between two 1x1 convs.
+BASIC_SE_POSITIONS = ("standard", "pre", "post", "identity")
+SE_STAGE_NAMES = ("res2", "res3", "res4", "res5")
+SE_STEMS = ("basic", "deep")
+BASIC_DEPTHS = (18, 34)
+
+#: Blocks per stage of each ``MODEL.RESNETS.DEPTH``. 18/34 are basic (two-conv) blocks and
+#: 50/101/152 bottleneck blocks (ResNet paper Table 1, as Detectron2); 26, 200 and 269 are the
+#: deeper/shallower bottleneck ResNets of timm's ``seresnext26d``/``seresnet200d``/``269d``.
+NUM_BLOCKS_PER_STAGE = {
+    18: [2, 2, 2, 2],
+    34: [3, 4, 6, 3],
+    26: [2, 2, 2, 2],
+    50: [3, 4, 6, 3],
+    101: [3, 4, 23, 3],
+    152: [3, 8, 36, 3],
+    200: [3, 24, 36, 3],
+    269: [3, 30, 48, 8],
+}
+SE_DEPTHS = tuple(NUM_BLOCKS_PER_STAGE)
+
+
+def se_unit_channels(
+    position: str,
+    stage_idx: int,
+    block_idx: int,
+    *,
+    stem_out_channels: int,
+    res2_out_channels: int,
+    bottleneck_channels: int,
+) -> int:
+    """The channels C that the SE unit of one block recalibrates (its FCs are C -> C/r -> C).
+
+    Stage ``stage_idx`` (0 for res2) doubles res2's widths ``stage_idx`` times. ``"standard"``,
+    ``"post"`` and ``"identity"`` units see the block's output, ``"3x3"`` the 3x3 conv's output
+    (paper Fig. 5 and its integration variants, Sec. 6.5), ``"pre"`` the block's input: the
+    stem's (res2) or the previous stage's output for a stage's first block.
+
+    Args:
+        position: one of :data:`SE_POSITIONS`.
+        stage_idx: 0..3 for res2..res5.
+        block_idx: the block within the stage.
+        stem_out_channels: ``MODEL.RESNETS.STEM_OUT_CHANNELS``.
+        res2_out_channels: ``MODEL.RESNETS.RES2_OUT_CHANNELS``.
+        bottleneck_channels: res2's 3x3 conv width, ``NUM_GROUPS * WIDTH_PER_GROUP``.
+    """
+    out = res2_out_channels * 2**stage_idx
+    if position == "3x3":
+        return bottleneck_channels * 2**stage_idx
+    if position == "pre" and block_idx == 0:
+        return stem_out_channels if stage_idx == 0 else out // 2
+    return out
 
 
 def _trunk(

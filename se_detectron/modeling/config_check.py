@@ -1,5 +1,8 @@
 """Validation of the options the SE trunks read, with errors that name the key or argument to fix.
 
+The tables it checks against (depths, stage names, SE positions) and the SE channel arithmetic
+are :mod:`.archs`'s; they are re-exported here for existing imports.
+
 The trunk has one set of options (:data:`SE_TRUNK_CFG_KEYS`): the keyword arguments of
 :func:`~se_detectron.modeling.make_se_resnet` (LazyConfig) and, for the yacs path, the
 ``MODEL.RESNETS.*`` / ``MODEL.BACKBONE.FREEZE_AT`` / ``MODEL.SE.*`` keys they come from.
@@ -15,6 +18,16 @@ from ..config import config_value
 from ..errors import SEDetectronError
 from ..layers.roi_align import CPU_ROI_ALIGN_CHOICES
 from ..layers.se import SE_EXCITATIONS, SE_GATES, SE_SQUEEZES
+from .archs import (
+    BASIC_DEPTHS,
+    BASIC_SE_POSITIONS,
+    NUM_BLOCKS_PER_STAGE,
+    SE_DEPTHS,
+    SE_POSITIONS,
+    SE_STAGE_NAMES,
+    SE_STEMS,
+    se_unit_channels,
+)
 
 __all__ = [
     "BASIC_DEPTHS",
@@ -33,28 +46,6 @@ __all__ = [
     "se_trunk_options",
 ]
 
-#: The values of ``MODEL.SE.POSITION`` (paper Fig. 5 and Table 15).
-SE_POSITIONS = ("standard", "pre", "post", "identity", "3x3")
-#: The positions a basic block (ResNet-18/34) takes, which has no 3x3 conv between two 1x1 convs.
-BASIC_SE_POSITIONS = ("standard", "pre", "post", "identity")
-SE_STAGE_NAMES = ("res2", "res3", "res4", "res5")
-SE_STEMS = ("basic", "deep")
-BASIC_DEPTHS = (18, 34)
-
-#: Blocks per stage of each ``MODEL.RESNETS.DEPTH``. 18/34 are basic (two-conv) blocks and
-#: 50/101/152 bottleneck blocks (ResNet paper Table 1, as Detectron2); 26, 200 and 269 are the
-#: deeper/shallower bottleneck ResNets of timm's ``seresnext26d``/``seresnet200d``/``269d``.
-NUM_BLOCKS_PER_STAGE = {
-    18: [2, 2, 2, 2],
-    34: [3, 4, 6, 3],
-    26: [2, 2, 2, 2],
-    50: [3, 4, 6, 3],
-    101: [3, 4, 23, 3],
-    152: [3, 8, 36, 3],
-    200: [3, 24, 36, 3],
-    269: [3, 30, 48, 8],
-}
-SE_DEPTHS = tuple(NUM_BLOCKS_PER_STAGE)
 
 #: Option of the SE trunk (keyword argument of ``make_se_resnet``) -> the yacs key it comes from.
 SE_TRUNK_CFG_KEYS: Dict[str, str] = {
@@ -403,11 +394,16 @@ def _check_bottleneck_options(o, key):
 
 
 def _se_channels(o, stage_idx):
-    """Channels seen by the smallest SE unit of stage ``stage_idx`` (0 for res2)."""
-    out_channels = o["res2_out_channels"] * 2**stage_idx
-    if o["se_position"] == "3x3":
-        return o["num_groups"] * o["width_per_group"] * 2**stage_idx
-    if o["se_position"] == "pre":
-        first_in = o["stem_out_channels"] if stage_idx == 0 else out_channels // 2
-        return min(first_in, out_channels)
-    return out_channels
+    """Channels seen by the smallest SE unit of stage ``stage_idx`` (0 for res2): its first
+    block's or (``"pre"``, whose first block sees the stage's input) a later block's."""
+    return min(
+        se_unit_channels(
+            o["se_position"],
+            stage_idx,
+            block_idx,
+            stem_out_channels=o["stem_out_channels"],
+            res2_out_channels=o["res2_out_channels"],
+            bottleneck_channels=o["num_groups"] * o["width_per_group"],
+        )
+        for block_idx in (0, 1)
+    )

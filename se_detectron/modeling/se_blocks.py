@@ -23,7 +23,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..layers import DeformConv, SqueezeExcitation
-from .config_check import BASIC_SE_POSITIONS, SE_POSITIONS
+from .archs import BASIC_SE_POSITIONS, SE_POSITIONS
 
 __all__ = ["SEBasicBlock", "SEBottleneckBlock"]
 

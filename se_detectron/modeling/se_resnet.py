@@ -16,11 +16,8 @@ from detectron2.modeling import BACKBONE_REGISTRY
 from detectron2.modeling.backbone.resnet import BasicBlock, BasicStem, BottleneckBlock, ResNet
 
 from .activation_checkpoint import checkpoint_stages
+from .archs import BASIC_DEPTHS, NUM_BLOCKS_PER_STAGE, SE_POSITIONS, SE_STAGE_NAMES
 from .config_check import (
-    BASIC_DEPTHS,
-    NUM_BLOCKS_PER_STAGE,
-    SE_POSITIONS,
-    SE_STAGE_NAMES,
     SE_TRUNK_DEFAULTS,
     SEConfigError,
     check_se_config,

@@ -12,7 +12,8 @@ from detectron2.modeling.backbone.resnet import ResNet
 from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY, Res5ROIHeads
 from torch import nn
 
-from .config_check import BASIC_DEPTHS, SEConfigError, check_se_config
+from .archs import BASIC_DEPTHS
+from .config_check import SEConfigError, check_se_config
 from .se_resnet import se_block_kwargs
 
 __all__ = ["SERes5ROIHeads"]

@@ -56,13 +56,23 @@ def disk_full_error(exc: BaseException, path: str, kept: Optional[str]) -> Optio
     return error
 
 
-def atomic_write(path: str, write: Callable[[IO], None], binary: bool = True) -> None:
+def atomic_write(
+    path: str,
+    write: Callable[[IO], None],
+    binary: bool = True,
+    kept: Optional[str] = None,
+) -> None:
     """Write ``path`` atomically.
 
     Args:
         path: the destination file (its folder is created if needed).
         write: called with the open temporary file; writes the content.
         binary: open the temporary file in binary (``"wb"``) or text (``"w"``) mode.
+        kept: the file a failed write leaves intact, named by its :class:`DiskFullError` (e.g.
+            the last checkpoint); default ``path`` itself when it exists.
+
+    Raises:
+        DiskFullError: no space left (the temporary file is removed).
     """
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
@@ -85,7 +95,9 @@ def atomic_write(path: str, write: Callable[[IO], None], binary: bool = True) ->
     except BaseException as e:
         if os.path.exists(tmp):
             os.remove(tmp)
-        full = disk_full_error(e, path, path if os.path.exists(path) else None)
+        if kept is None and os.path.exists(path):
+            kept = path
+        full = disk_full_error(e, path, kept)
         if full is not None:
             raise full from e
         raise

@@ -32,9 +32,11 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-# The temporary names of our atomic writes: SEDetectionCheckpointer.save
-# (".model_0000999.pth.<12 hex>.tmp.pth"), its marker (".last_checkpoint.<rand>.tmp") and
-# utils.atomic.atomic_write (".<name>.<rand><ext>.tmp", e.g. ".checkpoint.pth.k2j4_x9a.pth.tmp").
+# The temporary names of our atomic writes: utils.atomic.atomic_write (".<name>.<rand><ext>.tmp",
+# e.g. ".model_0000999.pth.k2j4_x9a.pth.tmp" from SEDetectionCheckpointer.save,
+# ".last_checkpoint.k2j4_x9a.tmp" its marker, ".checkpoint.pth.k2j4_x9a.pth.tmp" pretraining) and
+# the checkpoint name of earlier versions of SEDetectionCheckpointer.save
+# (".model_0000999.pth.<12 hex>.tmp.pth"), which a killed save may have left behind.
 _TEMP_FILE = re.compile(
     r"^\.(?:[^/]+\.pth\.[0-9a-f]{12}\.tmp\.pth"
     r"|last_checkpoint\.[a-z0-9_]+\.tmp"
