@@ -16,7 +16,7 @@ LAYERS = [
     {"errors", "config", "utils", "layers", "version"},
     {"modeling"},
     {"data", "evaluation", "checkpoint"},
-    {"engine", "pretrain", "model_zoo", "export", "convert"},
+    {"engine", "pretrain", "model_zoo", "export", "convert", "deploy"},
     # configs: the shipped LazyConfig .py files (loaded by LazyConfig.load, they import the rest)
     {"demo", "analysis", "configs", "__main__", "(root)"},
 ]
@@ -27,6 +27,8 @@ SAME_LAYER = {
     ("engine", "checkpoint"),
     ("export", "checkpoint"),
     ("model_zoo", "checkpoint"),
+    ("deploy", "export"),  # runs the files export writes (its graph outputs and metadata)
+    ("engine", "deploy"),  # se-predict --model runs an exported file
 }
 # se_detectron.checkpoint still answers the names that moved to se_detectron.convert (a
 # module-level __getattr__ that imports it on first access, with a DeprecationWarning): not an

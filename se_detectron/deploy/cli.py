@@ -18,6 +18,8 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
+from ..config import get_se_cfg
+from ..data import register_datasets_from_cfg
 from ..errors import user_error_status
 from ..utils import atomic_write_json
 from ..utils.machine import cpu_name, vector_extensions
@@ -35,7 +37,6 @@ AP_BOUNDS = {"fp32": 0.1, "bf16": 0.5, "int8": 1.0}
 def _config(args) -> Optional[object]:
     if not getattr(args, "config_file", None):
         return None
-    from ..config import get_se_cfg
 
     return get_se_cfg(args.config_file, list(args.opts))
 
@@ -128,8 +129,6 @@ def _size_check_images(cfg, dataset: str, count: int) -> List[np.ndarray]:
     import cv2
     from detectron2.data import DatasetCatalog
     from detectron2.data.detection_utils import read_image
-
-    from ..data import register_datasets_from_cfg
 
     register_datasets_from_cfg(cfg)
     images = []

@@ -22,6 +22,8 @@ from detectron2.data import transforms as T
 from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.structures import Boxes, Instances
 
+from ..config import get_se_cfg
+from ..export.core import build_eval_model
 from ..export.graph import model_config_keys
 from .runtimes import (
     BACKENDS,
@@ -41,7 +43,6 @@ def load_file_config(path: str) -> CfgNode:
     Raises:
         DeployError: the file does not exist, cannot be read or carries no config.
     """
-    from ..config import get_se_cfg
 
     text = read_file_config(path)
     if text is None:
@@ -84,7 +85,6 @@ class TorchRuntime(Runtime):
     backend = "torch"
 
     def __init__(self, cfg: CfgNode, precision: str = "fp32"):
-        from ..export.core import build_eval_model
 
         if precision != "fp32":
             raise DeployError(f"--precision {precision!r}: the torch backend runs fp32 only")
@@ -228,8 +228,6 @@ def load(
     if backend not in BACKENDS:
         raise DeployError(f"--backend {backend!r}: choose one of {sorted(BACKENDS)}")
     if backend == "torch" and path.endswith((".yaml", ".yml")):
-        from ..config import get_se_cfg
-
         file_cfg = get_se_cfg(path)
     else:
         file_cfg = load_file_config(path)

@@ -25,6 +25,7 @@ from typing import Iterator, Optional
 
 import numpy as np
 
+from ..data import register_datasets_from_cfg
 from ..utils.machine import cpu_flags
 from .predictor import load_file_config
 from .runtimes import METADATA_PRECISION, DeployError, require_backend
@@ -57,8 +58,6 @@ def calibration_images(cfg, dataset_name: str, count: int) -> Iterator[np.ndarra
         DeployError: the dataset is not registered or empty.
     """
     from detectron2.data import DatasetCatalog, DatasetMapper
-
-    from ..data import register_datasets_from_cfg
 
     register_datasets_from_cfg(cfg)
     if dataset_name not in DatasetCatalog.list():

@@ -18,6 +18,8 @@ from typing import Callable, Dict, Iterable, List, Optional, Tuple
 import numpy as np
 from detectron2.structures import Instances
 
+from ..deploy import DeployError, load
+
 __all__ = [
     "VIDEO_EXTENSIONS",
     "add_backend_arguments",
@@ -60,8 +62,6 @@ def make_predictor(cfg, args) -> Tuple[Optional[Callable[[np.ndarray], Instances
         ``(predictor, cfg)``: without ``--model``, ``(None, cfg)`` (the caller's
         ``DefaultPredictor``); with it, the file's predictor and config (checked against ``cfg``).
     """
-    from ..deploy import DeployError, load
-
     if args.model is None:
         if args.backend not in (None, "torch"):
             raise DeployError(f"--backend {args.backend} needs --model exported.onnx")
