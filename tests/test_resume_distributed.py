@@ -7,6 +7,7 @@ an interrupted run (SIGTERM, SIGUSR2 under submitit, or kill -9) resumed by any 
 same number of processes must end with bit-identical weights (max difference 0).
 """
 
+import contextlib
 import json
 import os
 import signal
@@ -164,6 +165,13 @@ def interrupt(cmd, out, after, how):
     proc = start(*cmd)
     wait_for_checkpoint(proc, out, after)
     if how == "kill":
+        # every training process at once, as a machine that fails (torchrun starts its
+        # processes in sessions of their own: their pids are in the heartbeats)
+        for beat in (Path(out) / ".heartbeat").glob("rank_*.json"):
+            if time.time() - beat.stat().st_mtime > 5:  # a finished process's heartbeat
+                continue
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(json.loads(beat.read_text())["pid"], signal.SIGKILL)
         os.killpg(proc.pid, signal.SIGKILL)
     else:
         proc.send_signal(signal.SIGTERM)
@@ -203,9 +211,13 @@ def test_two_processes_resume_exactly_through_every_launcher(mixed, reference2, 
         )
     )
     wait_for_checkpoint(first, out, -1)
-    status, _, err = run(
-        train_net("--config-file", YACS, "--resume-if-possible", *yacs_opts(mixed, out))
-    )
+    os.killpg(first.pid, signal.SIGSTOP)  # keep it in the middle of training meanwhile
+    try:
+        status, _, err = run(
+            train_net("--config-file", YACS, "--resume-if-possible", *yacs_opts(mixed, out))
+        )
+    finally:
+        os.killpg(first.pid, signal.SIGCONT)
     assert status == 2, err[-2000:]
     lines = [line for line in err.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and "in use by another run: process " in lines[0], err[-2000:]
@@ -279,24 +291,37 @@ def test_submitit_local_job_preempted_and_requeued(mixed, reference2, tmp_path):
     assert_same_weights(reference2, out)
 
 
-def test_lazy_config_two_processes_resume_exactly(mixed, tmp_path):
-    """LazyConfig, --num-gpus 2, SIGTERM then --resume: the uninterrupted run's weights."""
+def test_lazy_config_two_processes_resume_exactly_after_sigterm_and_a_stopped_process(
+    mixed, tmp_path
+):
+    """LazyConfig, --num-gpus 2: stopped by SIGTERM, resumed; then one process stopped
+    (SIGSTOP) ends the job after --dist-timeout with one error line naming it; resumed again:
+    the uninterrupted run's weights."""
     ref, out = tmp_path / "reference", tmp_path / "interrupted"
-    status, _, err = run(
-        lazy_train_net("--num-gpus", "2", "--dist-url", "auto", *lazy_args(mixed, ref))
-    )
+    launch = ("--num-gpus", "2", "--dist-url", "auto")
+    status, _, err = run(lazy_train_net(*launch, *lazy_args(mixed, ref)))
     assert status == 0, err[-3000:]
-    status, _, err = interrupt(
-        lazy_train_net("--num-gpus", "2", "--dist-url", "auto", *lazy_args(mixed, out)),
-        out,
-        0,
-        "sigterm",
-    )
+    status, _, err = interrupt(lazy_train_net(*launch, *lazy_args(mixed, out)), out, 0, "sigterm")
     assert status == PREEMPTED_EXIT_STATUS, err[-3000:]
-    assert saved_iteration(out) < MAX_ITER - 1
-    status, _, err = run(
-        lazy_train_net("--num-gpus", "2", "--dist-url", "auto", "--resume", *lazy_args(mixed, out))
+    stopped_at = saved_iteration(out)
+    assert stopped_at < MAX_ITER - 1
+
+    proc = start(
+        *lazy_train_net(*launch, "--dist-timeout", "10", "--resume", *lazy_args(mixed, out))
     )
+    wait_for_checkpoint(proc, out, stopped_at)
+    rank1 = json.loads((out / ".heartbeat/rank_1.json").read_text())["pid"]
+    os.kill(rank1, signal.SIGSTOP)
+    began = time.time()
+    status, _, err = finish(proc)
+    assert status == 1, err[-3000:]
+    assert time.time() - began < 120
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and f"rank 1 (pid {rank1} on" in lines[0], err[-3000:]
+    assert "is stopped" in lines[0] and "--dist-timeout" in lines[0]
+    assert not Path(f"/proc/{rank1}").exists()
+
+    status, _, err = run(lazy_train_net(*launch, "--resume", *lazy_args(mixed, out)))
     assert status == 0, err[-3000:]
     assert_same_weights(ref, out)
 
@@ -310,4 +335,13 @@ def test_one_process_resumes_exactly_after_kill_9(mixed, tmp_path):
     assert saved_iteration(out) < MAX_ITER - 1
     status, _, err = run(train_net("--config-file", YACS, "--resume", *yacs_opts(mixed, out)))
     assert status == 0, err[-3000:]
+    assert_same_weights(ref, out)
+
+    # killed while writing model_final.pth (same iteration as the last periodic checkpoint):
+    # the atomic save left the periodic checkpoint as the last one; --resume writes the final
+    (out / "model_final.pth").unlink()
+    (out / "last_checkpoint").write_text(f"model_{MAX_ITER - 1:07d}.pth")
+    status, _, err = run(train_net("--config-file", YACS, "--resume", *yacs_opts(mixed, out)))
+    assert status == 0, err[-3000:]
+    assert (out / "last_checkpoint").read_text() == "model_final.pth"
     assert_same_weights(ref, out)

@@ -89,6 +89,7 @@ def test_another_world_size_is_not_exact_and_says_so():
     assert states.exact
 
 
+@pytest.mark.slow
 def test_one_run_per_folder(tmp_path):
     lock_run_dir(str(tmp_path))
     lock_run_dir(str(tmp_path))  # again in the same process: nothing happens

@@ -21,6 +21,8 @@ import signal
 import sys
 from typing import List, Optional
 
+import torch
+
 from ..errors import exit_on_user_error
 from . import lazy_train_net, train_net
 from .preemption import PREEMPTED_EXIT_STATUS, agreed_preemption_signal
@@ -154,7 +156,9 @@ def submit(args: argparse.Namespace):
     if args.local:
         executor = submitit.LocalExecutor(folder=folder)
         executor.update_parameters(
-            timeout_min=args.timeout, tasks_per_node=args.gpus_per_node, gpus_per_node=0
+            timeout_min=args.timeout,
+            tasks_per_node=args.gpus_per_node,
+            gpus_per_node=args.gpus_per_node if torch.cuda.is_available() else 0,
         )
     else:
         executor = submitit.AutoExecutor(folder=folder, slurm_max_num_timeout=args.max_requeues)

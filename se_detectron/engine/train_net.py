@@ -411,6 +411,7 @@ def launch_reporting_errors(main_fn, args):
                     "--num-machines (the launcher starts the processes)"
                 ),
             )
+        _die_with_parent(os.getppid())  # torchrun's agent: no orphan if it is killed
         join_launcher_group(launch_env, timeout=timeout)
         return run_reporting_errors(main_fn, args)
     if args.num_gpus * args.num_machines <= 1:
