@@ -9,14 +9,17 @@ pid, time; rewritten every second by a thread, which stops with the process).
 whose heartbeat is old, or whose process is stopped or gone on this machine.
 """
 
+import contextlib
 import json
 import os
+import signal
 import socket
 import threading
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 import torch.distributed as dist
+from detectron2.utils import comm
 
 __all__ = [
     "CollectiveFailure",
@@ -24,6 +27,7 @@ __all__ = [
     "as_collective_failure",
     "collective_failure",
     "is_collective_failure",
+    "naming_stopped_ranks",
     "set_collective_timeout",
     "start_heartbeat",
 ]
@@ -47,12 +51,23 @@ class CollectiveFailure(BaseException):
     Attributes:
         stopped: the ranks found stopped.
         reporter: whether this process prints the message (the lowest rank still running).
+        local_pids: the pids of the stopped processes on this machine.
     """
 
-    def __init__(self, message: str, stopped: List[int], reporter: bool):
+    def __init__(
+        self, message: str, stopped: List[int], reporter: bool, local_pids: Sequence[int] = ()
+    ):
         super().__init__(message)
         self.stopped = stopped
         self.reporter = reporter
+        self.local_pids = list(local_pids)
+
+    def end_stopped_local_processes(self) -> None:
+        """SIGKILL the stopped processes of this job on this machine (a stopped process cannot
+        act on the launcher's SIGTERM, which would wait for it)."""
+        for pid in self.local_pids:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
 
 
 def is_collective_failure(exc: BaseException) -> bool:
@@ -148,7 +163,7 @@ def collective_failure(
         timeout_s: the process group's timeout (``--dist-timeout``).
     """
     now, host = time.time(), socket.gethostname()
-    stopped, details = [], []
+    stopped, details, local_pids = [], [], []
     for other, beat in read_heartbeats(folder, world_size).items():
         if other == rank or beat is None:
             continue
@@ -156,6 +171,8 @@ def collective_failure(
         state = _process_state(int(beat["pid"])) if beat.get("host") == host else None
         if state in ("T", "t", "gone", "Z") or age > max(5.0, min(timeout_s / 2, 60.0)):
             stopped.append(other)
+            if state in ("T", "t"):
+                local_pids.append(int(beat["pid"]))
             how = {"gone": "has exited", "Z": "has exited"}.get(
                 state, "is stopped" if state in ("T", "t") else f"silent for {age:.0f} s"
             )
@@ -173,7 +190,7 @@ def collective_failure(
             f"a collective operation of rank {rank} failed after waiting up to {timeout_s:.0f} s "
             f"(--dist-timeout): {first_line}; no other rank was found stopped"
         )
-    return CollectiveFailure(message, stopped, reporter)
+    return CollectiveFailure(message, stopped, reporter, local_pids)
 
 
 _job = {"folder": None, "timeout_s": 1800.0, "beat": None}
@@ -198,3 +215,16 @@ def as_collective_failure(exc: BaseException, rank: int, world_size: int):
     if world_size <= 1 or _job["folder"] is None or not is_collective_failure(exc):
         return None
     return collective_failure(exc, _job["folder"], rank, world_size, _job["timeout_s"])
+
+
+@contextlib.contextmanager
+def naming_stopped_ranks():
+    """Run a block of collective operations; a failed one raises :class:`CollectiveFailure`
+    naming the process that stopped (see :func:`as_collective_failure`)."""
+    try:
+        yield
+    except RuntimeError as e:
+        failure = as_collective_failure(e, comm.get_rank(), comm.get_world_size())
+        if failure is None:
+            raise
+        raise failure from e

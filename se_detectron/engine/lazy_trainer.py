@@ -33,7 +33,7 @@ from omegaconf import OmegaConf
 from ..checkpoint import FrozenRandomInitError, SEDetectionCheckpointer, frozen_state_keys
 from ..data import prepare_dataset
 from .amp import SEAMPTrainer
-from .heartbeat import as_collective_failure, start_heartbeat
+from .heartbeat import naming_stopped_ranks, start_heartbeat
 from .lazy_config import LazyConfigError, converted_config_view, dataset_names
 from .preemption import PreemptionHook
 from .resume import (
@@ -158,13 +158,8 @@ def _naming_stopped_ranks(run_step):
     """``run_step`` with a timed-out collective reported as the process that stopped."""
 
     def wrapped():
-        try:
+        with naming_stopped_ranks():
             run_step()
-        except RuntimeError as e:
-            failure = as_collective_failure(e, comm.get_rank(), comm.get_world_size())
-            if failure is None:
-                raise
-            raise failure from e
 
     return wrapped
 

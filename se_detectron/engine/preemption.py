@@ -19,6 +19,8 @@ import torch.distributed as dist
 from detectron2.engine import HookBase
 from detectron2.utils import comm
 
+from .heartbeat import naming_stopped_ranks
+
 __all__ = [
     "PREEMPTED_EXIT_STATUS",
     "PREEMPTION_SIGNALS",
@@ -123,7 +125,8 @@ class PreemptionHook(HookBase):
         if comm.get_world_size() == 1:
             return signum
         flag = torch.tensor([signum], dtype=torch.int64)
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=self._group)
+        with naming_stopped_ranks():
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=self._group)
         return int(flag.item())
 
     def after_step(self):

@@ -39,6 +39,7 @@ from detectron2.utils import comm
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from ..utils.rng import get_rng_state, set_rng_state
+from .heartbeat import naming_stopped_ranks
 
 __all__ = [
     "PositionSeededDataset",
@@ -338,7 +339,8 @@ class ProcessStates:
         if comm.get_world_size() == 1:
             self._gathered = [self.local_state()]
             return
-        gathered = comm.gather(self.local_state(), dst=0)
+        with naming_stopped_ranks():
+            gathered = comm.gather(self.local_state(), dst=0)
         self._gathered = gathered if comm.is_main_process() else None
 
     def state_dict(self) -> Dict[str, Any]:

@@ -352,6 +352,7 @@ def run_reporting_errors(main_fn, args):
 def _report_stopped(failure: CollectiveFailure):
     if failure.reporter:
         print(f"error: {failure}", file=sys.stderr, flush=True)
+    failure.end_stopped_local_processes()
     sys.stderr.flush()
     os._exit(STOPPED_PROCESS_EXIT_STATUS)  # a clean exit would wait on the stopped process
 

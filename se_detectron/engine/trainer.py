@@ -37,7 +37,7 @@ from ..data import SafeDatasetMapper
 from ..evaluation import build_evaluator
 from ..modeling.roi_align_choice import apply_cpu_roi_align
 from .amp import SEAMPTrainer
-from .heartbeat import as_collective_failure, start_heartbeat
+from .heartbeat import naming_stopped_ranks, start_heartbeat
 from .optimizer import SolverConfigError, build_optimizer
 from .preemption import PreemptionHook
 from .resume import (
@@ -217,12 +217,8 @@ class SETrainer(DefaultTrainer):
 
     def run_step(self):
         try:
-            super().run_step()
-        except RuntimeError as e:
-            failure = as_collective_failure(e, comm.get_rank(), comm.get_world_size())
-            if failure is None:
-                raise
-            raise failure from e
+            with naming_stopped_ranks():
+                super().run_step()
         except FloatingPointError as e:
             if "iteration" in str(e):
                 raise
