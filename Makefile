@@ -11,7 +11,7 @@ DEMO_DIR ?= output/demo
 # overrides for the fine-tuning: DEMO_ARGS="SOLVER.MAX_ITER 5000"
 DEMO_ARGS ?=
 
-.PHONY: setup demo test lint format clean benchmark gpu-check
+.PHONY: setup demo test lint format docs clean benchmark gpu-check
 
 setup: $(STAMP)
 
@@ -44,9 +44,15 @@ lint: setup
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
+# The documentation site: the Markdown pages and the API reference generated from the docstrings
+# (docs/conf.py), into docs/_build/html. Warnings (a broken link between pages, a docstring that
+# does not parse, a reference to a name that does not exist) fail the build.
+docs: setup
+	$(PY) -m sphinx -E -W --keep-going -q -b html -c docs . docs/_build/html
+
 format: setup
 	$(PY) -m ruff format .
 	$(PY) -m ruff check --fix .
 
 clean:
-	rm -rf output .pytest_cache .ruff_cache
+	rm -rf output .pytest_cache .ruff_cache docs/_build

@@ -19,12 +19,10 @@ CONSOLE_SCRIPTS = [
     "se-lazy-train-net = se_detectron.engine.lazy_train_net:cli",
     "se-submit-train = se_detectron.engine.submit:cli",
     "se-pretrain-imagenet = se_detectron.pretrain.train:cli",
-    "se-convert-pretrained = se_detectron.checkpoint.cli:main",
+    "se-convert-pretrained = se_detectron.convert.cli:cli",
     "se-predict = se_detectron.engine.predict:cli",
     "se-run-demo = se_detectron.demo:cli",
     "se-export-model = se_detectron.export.cli:cli",
-    "se-benchmark = se_detectron.benchmark.cli:cli",
-    "se-gpu-check = se_detectron.benchmark.gpu_check:cli",
     "se-analyze-excitation = se_detectron.analysis.cli:cli",
 ]
 
@@ -58,7 +56,7 @@ setup(
         "pycocotools>=2.0.2",
         "faster-coco-eval>=1.6",
         "numpy>=1.23",
-        "opencv-python-headless>=4.5",  # Detectron2's Visualizer (tools/demo.py)
+        "opencv-python-headless>=4.5",  # Detectron2's Visualizer (tools/predict.py)
         "Pillow>=9.0",
         "matplotlib>=3.5",
         "tqdm>=4.50",
@@ -77,6 +75,12 @@ setup(
             "safetensors>=0.4",
             "onnx>=1.15",
             "onnxruntime>=1.17",
+        ],
+        # make docs: the documentation site and the API reference (docs/conf.py)
+        "docs": [
+            "sphinx>=8.1",
+            "myst-parser>=4.0",
+            "furo>=2024.8.6",
         ],
     },
 )

@@ -5,7 +5,7 @@
 #
 # - creates VENV_DIR with python3 if it has no interpreter yet;
 # - installs torch/torchvision (requirements/torch.txt) unless torch already imports there;
-# - installs this package in editable mode with its dev extras, pinned by
+# - installs this package in editable mode with its dev and docs extras, pinned by
 #   requirements/constraints.txt (this also brings Detectron2's runtime dependencies);
 # - installs Detectron2 (scripts/install_detectron2.sh) unless detectron2 already imports there,
 #   so an environment with a Detectron2 built from source is left alone.
@@ -34,8 +34,8 @@ fi
 
 # Before Detectron2's wheel: pip checks the whole environment after an install, and the wheel's
 # 2024 metadata asks for numpy<2 (see scripts/install_detectron2.sh).
-pip_quiet "$py" "installing se_detectron (editable, dev extras) and Detectron2's runtime dependencies" -- \
-  -c requirements/constraints.txt -r requirements/detectron2-runtime.txt -e ".[dev]"
+pip_quiet "$py" "installing se_detectron (editable, dev and docs extras) and Detectron2's runtime dependencies" -- \
+  -c requirements/constraints.txt -r requirements/detectron2-runtime.txt -e ".[dev,docs]"
 
 bash scripts/install_detectron2.sh "$py"
 

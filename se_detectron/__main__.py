@@ -7,7 +7,7 @@ The same tools are installed as console scripts (``se-train-net``, ...) and exis
 import importlib
 import sys
 
-__all__ = ["TOOLS", "main"]
+__all__ = ["MOVED", "RENAMED", "TOOLS", "main"]
 
 #: tool name -> (``module:function``, console script, one-line description)
 TOOLS = {
@@ -32,24 +32,27 @@ TOOLS = {
         "pretrain the SE trunk as a classifier (ImageNet layout)",
     ),
     "convert_pretrained": (
-        "se_detectron.checkpoint.cli:main",
+        "se_detectron.convert.cli:cli",
         "se-convert-pretrained",
         "convert pretrained SE weights into a Detectron2 .pkl",
     ),
-    "demo": ("se_detectron.engine.predict:cli", "se-predict", "draw a detector's detections"),
+    "predict": ("se_detectron.engine.predict:cli", "se-predict", "draw a detector's detections"),
     "run_demo": ("se_detectron.demo:cli", "se-run-demo", "make demo: pretrain, convert, fine-tune"),
     "export_model": ("se_detectron.export.cli:cli", "se-export-model", "TorchScript / ONNX export"),
-    "benchmark": ("se_detectron.benchmark.cli:cli", "se-benchmark", "SE vs plain speed and memory"),
-    "gpu_check": (
-        "se_detectron.benchmark.gpu_check:cli",
-        "se-gpu-check",
-        "CUDA tests + GPU benchmark + demo on a GPU, one report (make gpu-check)",
-    ),
     "analyze_excitation": (
         "se_detectron.analysis.cli:cli",
         "se-analyze-excitation",
         "excitation analysis (paper Sec. 7)",
     ),
+}
+
+
+#: old tool name -> its new name (runs it after a one-line deprecation warning on stderr)
+RENAMED = {"demo": "predict"}
+#: tools that are no longer part of the installed package -> where they are now
+MOVED = {
+    "benchmark": "python tools/benchmark.py in a checkout (make benchmark)",
+    "gpu_check": "python tools/gpu_check.py in a checkout (make gpu-check)",
 }
 
 
@@ -66,6 +69,19 @@ def main(argv=None) -> int:
         print(_usage())
         return 0 if argv else 2
     name, rest = argv[0], argv[1:]
+    if name in MOVED:
+        print(
+            f"error: {name} is not part of the installed package any more: run {MOVED[name]}",
+            file=sys.stderr,
+        )
+        return 2
+    if name in RENAMED:
+        print(
+            f"warning: `python -m se_detectron {name}` is now "
+            f"`python -m se_detectron {RENAMED[name]}`",
+            file=sys.stderr,
+        )
+        name = RENAMED[name]
     if name not in TOOLS:
         print(f"error: unknown tool {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2

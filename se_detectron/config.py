@@ -12,9 +12,11 @@ with errors that name the file or the override at fault. This module imports onl
 :mod:`se_detectron.errors` from the package: it is the bottom of the layering.
 """
 
+import math
 import os
+import warnings
 from pathlib import Path
-from typing import Any, List, Mapping, Optional, Sequence
+from typing import Any, List, Mapping, Optional, Sequence, Tuple
 
 import yaml
 from detectron2.config import CfgNode as CN
@@ -25,8 +27,10 @@ from .errors import SEDetectronError
 __all__ = [
     "CONFIG_ROOT",
     "ConfigError",
+    "RENAMED_KEYS",
     "DEFAULT_COCO_EVAL_BACKEND",
     "add_se_config",
+    "config_mismatches",
     "config_opts",
     "config_value",
     "get_config_file",
@@ -34,7 +38,16 @@ __all__ = [
     "list_configs",
     "merge_config_file",
     "merge_config_opts",
+    "rename_deprecated_keys",
+    "rename_deprecated_opts",
+    "same_value",
 ]
+
+#: Config keys that were renamed: old dotted key -> new one. The old key is still accepted (with a
+#: FutureWarning naming the new key) in config files, command-line overrides and checkpoints'
+#: configs merged through :func:`merge_config_file`, :func:`merge_config_opts`,
+#: :func:`get_se_cfg` and :func:`rename_deprecated_keys`.
+RENAMED_KEYS = {"MODEL.SE.CPU_ROI_ALIGN": "MODEL.CPU_ROI_ALIGN"}
 
 #: The shipped configs: inside the package (as Detectron2's model_zoo configs), so that an installed
 #: wheel has them; the checkout's top-level ``configs/`` is a symlink to this folder.
@@ -58,6 +71,7 @@ def add_se_config(cfg):
         CfgNode: ``cfg``.
     """
     _add_model_se(cfg)
+    _add_model(cfg)
     _add_solver(cfg)
     _add_datasets(cfg)
     _add_test(cfg)
@@ -109,12 +123,21 @@ def _add_model_se(_C):
     # 3x3 conv runs at stride 1 and is followed by a 2x2 average pool; the stem average-pools
     # instead of max-pooling. Needs MODEL.RESNETS.STRIDE_IN_1X1 False.
     _C.MODEL.SE.ANTI_ALIAS = False
+
+
+def _add_model(_C):
     # RoIAlign of the box/mask poolers on CPU tensors: "torchvision" (Detectron2's, a
     # single-threaded CPU kernel) or "separable" (the same values as two matrix products,
     # se_detectron/layers/roi_align.py: faster on small feature maps such as the synthetic
     # configs' 128x128 images, dense in H x W so not for COCO-sized ones). CUDA always uses
-    # torchvision's kernel.
-    _C.MODEL.SE.CPU_ROI_ALIGN = "torchvision"
+    # torchvision's kernel. Formerly MODEL.SE.CPU_ROI_ALIGN (see RENAMED_KEYS).
+    if "CPU_ROI_ALIGN" not in _C.MODEL:
+        _C.MODEL.CPU_ROI_ALIGN = "torchvision"
+    for old, new in RENAMED_KEYS.items():
+        # a plain Detectron2 merge (cfg.merge_from_file) of an old key: yacs's error naming the new
+        # key; merge_config_file / merge_config_opts / get_se_cfg accept it with a warning
+        if not _C.key_is_renamed(old):
+            _C.register_renamed_key(old, new, "se_detectron's merge_config_file accepts it")
 
 
 def _add_solver(_C):
@@ -152,13 +175,14 @@ def _add_test(_C):
         _C.TEST.COCO_EVAL_BACKEND = DEFAULT_COCO_EVAL_BACKEND
 
 
-def list_configs(suffix: Optional[str] = ".yaml") -> List[str]:
-    """The shipped configs, as paths relative to :data:`CONFIG_ROOT` (sorted).
+def list_configs(suffix: Optional[str] = None) -> List[str]:
+    """The shipped configs, as paths relative to :data:`CONFIG_ROOT` (sorted); also
+    :func:`se_detectron.model_zoo.list_configs`.
 
     Args:
-        suffix: ``".yaml"`` (the yacs configs, the default), ``".py"`` (the LazyConfigs) or
-            None (both). The LazyConfig fragments under ``common/`` (imported by the python
-            configs, not complete configs) are not listed.
+        suffix: ``".yaml"`` (the yacs configs), ``".py"`` (the LazyConfigs) or None (both, the
+            default, as ``detectron2.model_zoo``). The LazyConfig fragments under ``common/``
+            (imported by the python configs, not complete configs) are not listed.
     """
     suffixes = (".yaml", ".py") if suffix is None else (suffix,)
     found = (
@@ -273,7 +297,13 @@ def merge_config_file(cfg, config_file: str) -> None:
     """
     check_config_bases(config_file)
     try:
-        cfg.merge_from_file(config_file)
+        loaded = cfg.load_yaml_with_base(config_file, allow_unsafe=True)
+        if any(_has_key(loaded, old) for old in RENAMED_KEYS):
+            loaded = type(cfg)(loaded)
+            rename_deprecated_keys(loaded, config_file)
+            cfg.merge_from_other_cfg(loaded)
+        else:  # Detectron2's own merge (and its upgrade of VERSION 1 configs)
+            cfg.merge_from_file(config_file)
     except (KeyError, AssertionError, ValueError) as e:
         # yacs: unknown key -> KeyError, wrong type -> ValueError
         message = str(e.args[0] if e.args else e)
@@ -297,13 +327,75 @@ def merge_config_opts(cfg, opts: Sequence[str]) -> None:
             f"has no value ({len(opts)} items: {' '.join(map(str, opts))})"
         )
     try:
-        cfg.merge_from_list(opts)
+        cfg.merge_from_list(rename_deprecated_opts(opts))
     except (KeyError, AssertionError, ValueError) as e:
         # yacs: unknown key -> AssertionError, wrong type -> ValueError
         message = str(e.args[0] if e.args else e)
         raise ConfigError(
             f"config error in the command-line overrides: {message} ({_KEY_HINT})"
         ) from None
+
+
+def _has_key(tree: Mapping, dotted_key: str) -> bool:
+    *parents, leaf = dotted_key.split(".")
+    for part in parents:
+        tree = tree.get(part) if isinstance(tree, Mapping) else None
+    return isinstance(tree, Mapping) and leaf in tree
+
+
+def _warn_renamed(old: str, new: str, where: str) -> None:
+    warnings.warn(
+        f"{where}: config key {old} is now {new}; {old} is accepted for now, rename it",
+        FutureWarning,
+        stacklevel=3,
+    )
+
+
+def rename_deprecated_keys(tree, where: str):
+    """Move the :data:`RENAMED_KEYS` found in a loaded config to their new names, warning once
+    per key.
+
+    Args:
+        tree: a loaded config (``CfgNode`` or nested dicts), changed in place.
+        where: what it is, for the warning (e.g. the file name).
+
+    Returns:
+        ``tree``.
+
+    Raises:
+        ConfigError: if it sets both an old key and its new name, to different values.
+    """
+    for old, new in RENAMED_KEYS.items():
+        if not _has_key(tree, old):
+            continue
+        *old_parents, old_leaf = old.split(".")
+        node = tree
+        for part in old_parents:
+            node = node[part]
+        value = node.pop(old_leaf)
+        _warn_renamed(old, new, where)
+        *new_parents, new_leaf = new.split(".")
+        node = tree
+        for part in new_parents:
+            node = node.setdefault(part, type(node)())
+        if new_leaf in node and not same_value(node[new_leaf], value):
+            raise ConfigError(
+                f"{where}: {old}={value!r} (the former name of {new}) and {new}="
+                f"{node[new_leaf]!r} disagree; keep {new} only"
+            )
+        node[new_leaf] = value
+    return tree
+
+
+def rename_deprecated_opts(opts: Sequence[Any]) -> List[Any]:
+    """``["KEY", "VALUE", ...]`` overrides with the :data:`RENAMED_KEYS` replaced by their new
+    names (a FutureWarning for each)."""
+    out = list(opts)
+    for i in range(0, len(out) - 1, 2):
+        if out[i] in RENAMED_KEYS:
+            _warn_renamed(out[i], RENAMED_KEYS[out[i]], "the command-line overrides")
+            out[i] = RENAMED_KEYS[out[i]]
+    return out
 
 
 def config_value(cfg, dotted_key: str) -> Any:
@@ -316,6 +408,40 @@ def config_value(cfg, dotted_key: str) -> Any:
     for part in dotted_key.split("."):
         node = node[part]
     return node
+
+
+def same_value(a, b) -> bool:
+    """Config value equality: floats to 1e-6 relative, lists and tuples alike, bools as bools."""
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(same_value(x, y) for x, y in zip(a, b))
+    if isinstance(a, bool) or isinstance(b, bool):
+        return a is b or a == b and type(a) is type(b)
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return math.isclose(a, b, rel_tol=1e-6)
+    return a == b
+
+
+def config_mismatches(cfg, config: Mapping[str, Any]) -> List[Tuple[str, Any, Any]]:
+    """The keys where ``cfg`` differs from the required ``config``.
+
+    Args:
+        cfg: a Detectron2 config with the SE namespace.
+        config: dotted keys to required values.
+
+    Returns:
+        list of (key, value in cfg, required value); floats are compared with a 1e-6 relative
+        tolerance and lists/tuples element-wise.
+    """
+    out = []
+    for key, want in config.items():
+        try:
+            have = config_value(cfg, key)
+        except KeyError:
+            out.append((key, None, want))
+            continue
+        if not same_value(have, want):
+            out.append((key, have, want))
+    return out
 
 
 def config_opts(config: Mapping[str, Any]) -> List[Any]:

@@ -12,7 +12,7 @@ runs the same tools in the same order on data the package makes itself:
 3. ``finetune``: ``tools/train_net.py`` trains Faster R-CNN from it
    (``configs/Synthetic/faster_rcnn_SE_R_18_FPN_synthetic.yaml``: FrozenBN, ``FREEZE_AT 2``) and
    evaluates COCO box AP on ``se_synthetic_val`` at the end;
-4. ``predict``: ``tools/demo.py`` draws the detections on validation pictures.
+4. ``predict``: ``tools/predict.py`` draws the detections on validation pictures.
 
 Each stage runs as its own process (the command is printed first, so it can be rerun by hand) and
 shows its own progress; a stage whose outputs are complete is reused on the next run (``--rerun``
@@ -152,7 +152,7 @@ class DemoPlan:
             ],
             "predict": [
                 self.python,
-                *tool("demo"),
+                *tool("predict"),
                 "--config-file",
                 os.path.join(finetune_dir, "config.yaml"),
                 "--input",

@@ -37,11 +37,11 @@ class PretrainError(SEDetectronError, ValueError):
     """An invalid pretraining option or data folder (``tools/pretrain_imagenet.py``)."""
 
 
-#: Errors a user can cause (config, files, data, weights, diverging loss): reported as one line.
+#: Errors a user can cause (config, files, data, weights, diverging loss), reported as one line.
 USER_ERRORS = (SEDetectronError, FileNotFoundError, FloatingPointError)
 
-#: ``OSError`` numbers that describe the user's environment, not a bug: no space left, quota,
-#: read-only file system, permission denied, not a directory.
+#: ``OSError`` numbers that describe the user's environment, not a bug (no space left, quota,
+#: read-only file system, permission denied, not a directory).
 ENVIRONMENT_ERRNOS = frozenset(
     {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR}
 )
@@ -116,7 +116,8 @@ def exit_on_user_error(function: Callable[..., Any], *args: Any, **kwargs: Any) 
 
     Args:
         function: the tool's main function.
-        *args, **kwargs: its arguments.
+        *args: its positional arguments.
+        **kwargs: its keyword arguments.
 
     Raises:
         SystemExit: status 2 after printing ``error: <message>`` on stderr, for an exception

@@ -8,26 +8,16 @@ configs live in ``se_detectron/configs/`` (see :data:`~se_detectron.config.CONFI
 installed wheel has them too.
 """
 
-from typing import List, Optional
+from typing import Optional
 
 import torch
 from detectron2.config import CfgNode, LazyConfig, instantiate
 from detectron2.modeling import build_model
 
-from . import config as _config
 from .checkpoint import SEDetectionCheckpointer
-from .config import CONFIG_ROOT, get_config_file, get_se_cfg
+from .config import CONFIG_ROOT, get_config_file, get_se_cfg, list_configs
 
 __all__ = ["CONFIG_ROOT", "get", "get_config", "get_config_file", "get_se_cfg", "list_configs"]
-
-
-def list_configs(suffix: Optional[str] = None) -> List[str]:
-    """The shipped configs relative to the config root, sorted: yacs and LazyConfig by default.
-
-    Args:
-        suffix: ``".yaml"`` or ``".py"`` for one kind only; None (default) for both.
-    """
-    return _config.list_configs(suffix)
 
 
 def get_config(config_path: str, trained: bool = False):

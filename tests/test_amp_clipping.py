@@ -105,7 +105,8 @@ def test_clipping_actually_clips_true_gradients():
 
 
 def test_detectron2s_amp_trainer_clips_scaled_gradients():
-    """The bug fixed: without the unscale, the clip sees GRAD * 65536 and the update shrinks."""
+    """Why SEAMPTrainer exists: without the unscale, the clip sees GRAD * 65536 and the update
+    shrinks."""
     update = amp_step(AMPTrainer, "SGD")
     assert update.norm().item() < 1e-4 * reference_update("SGD", GRAD).norm().item()
 

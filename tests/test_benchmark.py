@@ -7,9 +7,9 @@ import pytest
 import torch
 from detectron2.layers import FrozenBatchNorm2d
 
-from se_detectron.benchmark import cases as cases_module
-from se_detectron.benchmark import cli, measure_peak_memory, run_interleaved
-from se_detectron.benchmark.cases import (
+from benchmarks import cases as cases_module
+from benchmarks import cli, measure_peak_memory, run_interleaved
+from benchmarks.cases import (
     SE_ABLATIONS,
     _ablated,
     _detection_models,

@@ -24,22 +24,24 @@ from detectron2.modeling import build_model
 
 from se_detectron import get_se_cfg
 from se_detectron.checkpoint import (
-    IMAGENET_RGB_PIXEL_MEAN,
-    IMAGENET_RGB_PIXEL_STD,
     BackboneShapeMismatchError,
-    ConversionError,
     ConvertedConfigMismatchError,
     FrozenRandomInitError,
     SEDetectionCheckpointer,
     check_no_frozen_random_init,
+    frozen_state_keys,
+)
+from se_detectron.config import config_opts
+from se_detectron.convert import (
+    IMAGENET_RGB_PIXEL_MEAN,
+    IMAGENET_RGB_PIXEL_STD,
+    ConversionError,
     convert_checkpoint,
     convert_state_dict,
-    frozen_state_keys,
     infer_architecture,
     read_converted,
     source_settings,
 )
-from se_detectron.config import config_opts
 from se_detectron.modeling import build_se_resnet, build_se_resnet_classifier
 from se_detectron.modeling.archs import apply_arch
 
@@ -281,11 +283,11 @@ def test_hub_config_json_names_the_architecture(tmp_path, capsys):
 
     # the command line: --arch wins over config.json; a wrong one is a one-line error
     argv = [str(tmp_path / "pytorch_model.bin"), str(tmp_path / "cli.pkl")]
-    assert convert_pretrained.main([*argv, "--arch", "seresnetaa50d"]) == 0
+    assert convert_pretrained.cli([*argv, "--arch", "seresnetaa50d"]) == 0
     out = capsys.readouterr().out
     assert "architecture   : se_resnetaa50d: SE-ResNet-50-D anti-aliased" in out
     assert "MODEL.SE.ANTI_ALIAS: True" in out
-    assert convert_pretrained.main([*argv, "--arch", "seresnext26d_32x4d"]) == 2
+    assert convert_pretrained.cli([*argv, "--arch", "seresnext26d_32x4d"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: --arch seresnext26d_32x4d: the architecture has MODEL.RESNETS.")
 
@@ -372,8 +374,8 @@ def pretrain_files(tmp_path_factory):
     )
     pkl = tmp / "SE-R-50.pkl"
     ema_pkl = tmp / "SE-R-50-ema.pkl"
-    assert convert_pretrained.main([str(path), str(pkl)]) == 0
-    assert convert_pretrained.main([str(path), str(ema_pkl), "--ema"]) == 0
+    assert convert_pretrained.cli([str(path), str(pkl)]) == 0
+    assert convert_pretrained.cli([str(path), str(ema_pkl), "--ema"]) == 0
 
     def trunk_of(sd):
         return {
@@ -488,7 +490,7 @@ def test_cli_safetensors_and_written_config(tmp_path, capsys):
     out, yaml_path = tmp_path / "w.pkl", tmp_path / "cfgs" / "faster_rcnn.yaml"
     base = REPO / "configs" / "Base-SE-RCNN-FPN.yaml"
     argv = [str(src), str(out), "--write-config", str(yaml_path), "--base-config", str(base)]
-    assert convert_pretrained.main(argv) == 0
+    assert convert_pretrained.cli(argv) == 0
     printed = capsys.readouterr().out
     for text in (
         "source format  : timm (auto-detected)",
@@ -524,7 +526,7 @@ def test_resnet_d_weights_in_the_detector(tmp_path):
     torch.save(model.state_dict(), src)
     base = REPO / "configs" / "Base-SE-RCNN-FPN.yaml"
     argv = [str(src), str(out), "--write-config", str(yaml_path), "--base-config", str(base)]
-    assert convert_pretrained.main(argv) == 0
+    assert convert_pretrained.cli(argv) == 0
     cfg = get_se_cfg(str(yaml_path))
     assert cfg.MODEL.SE.AVG_DOWN is True and list(cfg.MODEL.SE.STEM_WIDTHS) == [24, 32]
     assert cfg.MODEL.RESNETS.DEPTH == 26
@@ -547,11 +549,11 @@ def test_resnet_d_weights_in_the_detector(tmp_path):
 def test_cli_errors(tmp_path, capsys):
     bare = tmp_path / "bare.pth"
     torch.save({"foo.weight": torch.zeros(2)}, bare)
-    assert convert_pretrained.main([str(bare), str(tmp_path / "o.pkl")]) == 2
+    assert convert_pretrained.cli([str(bare), str(tmp_path / "o.pkl")]) == 2
     assert "--source" in capsys.readouterr().err
-    assert convert_pretrained.main([str(bare), str(tmp_path / "o.pkl"), "--ema"]) == 2
+    assert convert_pretrained.cli([str(bare), str(tmp_path / "o.pkl"), "--ema"]) == 2
     assert "EMA" in capsys.readouterr().err
-    assert convert_pretrained.main([str(tmp_path / "nope.pth"), str(tmp_path / "o.pkl")]) == 2
+    assert convert_pretrained.cli([str(tmp_path / "nope.pth"), str(tmp_path / "o.pkl")]) == 2
     assert "nope.pth" in capsys.readouterr().err
     assert not (tmp_path / "o.pkl").exists()
 

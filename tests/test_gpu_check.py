@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from se_detectron.benchmark import gpu_check
+from benchmarks import gpu_check
 from se_detectron.pretrain import get_args_parser
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -1,5 +1,7 @@
 """The package's imports flow one way (README "Layout"): no cycles, no imports hidden in functions.
 
+(benchmarks/, beside tools/, is not part of the package: it imports se_detectron from above.)
+
 Reads every module's ``import`` statements with ``ast`` (nothing is imported), both at module level
 and inside functions, and checks them against the layer order below.
 """
@@ -14,9 +16,9 @@ LAYERS = [
     {"errors", "config", "utils", "layers", "version"},
     {"modeling"},
     {"data", "evaluation", "checkpoint"},
-    {"engine", "pretrain", "model_zoo", "export"},
+    {"engine", "pretrain", "model_zoo", "export", "convert"},
     # configs: the shipped LazyConfig .py files (loaded by LazyConfig.load, they import the rest)
-    {"demo", "analysis", "benchmark", "configs", "__main__", "(root)"},
+    {"demo", "analysis", "configs", "__main__", "(root)"},
 ]
 # imports within a layer that are part of the design (the higher package uses the lower one)
 SAME_LAYER = {
@@ -25,8 +27,10 @@ SAME_LAYER = {
     ("engine", "checkpoint"),
     ("export", "checkpoint"),
     ("model_zoo", "checkpoint"),
-    ("benchmark", "demo"),  # gpu-check runs the demo with a shorter schedule of its recipe
 }
+# se_detectron.checkpoint still answers the names that moved to se_detectron.convert (a
+# module-level __getattr__ that imports it on first access, with a DeprecationWarning): not an
+# import statement, so not part of this graph, but an upward reference the design accepts.
 
 
 def _module_name(path: Path) -> str:

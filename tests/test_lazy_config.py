@@ -288,7 +288,8 @@ def test_two_process_cpu_training(tiny, tmp_path):
 def test_converted_weights_are_checked_against_the_python_config(tiny, tmp_path):
     """As the yacs path: weights converted for another trunk setting are an error naming the
     python-config argument, not a detector that loads every tensor and computes other features."""
-    from se_detectron.checkpoint import ConvertedConfigMismatchError, convert_checkpoint
+    from se_detectron.checkpoint import ConvertedConfigMismatchError
+    from se_detectron.convert import convert_checkpoint
     from se_detectron.engine.lazy_config import converted_config_view
     from se_detectron.modeling import build_se_resnet_classifier
     from se_detectron.modeling.archs import apply_arch

@@ -1,6 +1,9 @@
+import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -57,6 +60,67 @@ def test_python_m_se_detectron_dispatches():
     assert proc.returncode == 0 and "--write-config" in proc.stdout
     proc = run("train_nett")
     assert proc.returncode == 2 and "unknown tool 'train_nett'" in proc.stderr
+
+
+def test_old_tool_names_warn_or_name_the_new_place(capsys):
+    """``demo`` runs the predictor with one warning naming ``predict``; the benchmark and
+    gpu-check, which are not in the installed package, answer with one error line naming the
+    checkout's tools (exit 2)."""
+    from se_detectron.__main__ import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["demo", "--help"])
+    captured = capsys.readouterr()
+    assert exit_info.value.code == 0 and "--confidence-threshold" in captured.out
+    assert captured.err.strip() == (
+        "warning: `python -m se_detectron demo` is now `python -m se_detectron predict`"
+    )
+    for name, script in (("benchmark", "tools/benchmark.py"), ("gpu_check", "tools/gpu_check.py")):
+        assert main([name, "--help"]) == 2
+        (line,) = capsys.readouterr().err.strip().splitlines()
+        assert line.startswith(f"error: {name} ") and script in line
+
+
+def test_tools_demo_py_runs_tools_predict_py(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "demo.py"), "--help"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    assert proc.returncode == 0 and "--confidence-threshold" in proc.stdout
+    assert proc.stderr.strip().splitlines()[0] == (
+        "warning: tools/demo.py is now tools/predict.py; run that instead"
+    )
+
+
+def test_checkpoint_names_of_conversion_warn_once_naming_convert():
+    import warnings
+
+    import se_detectron.checkpoint as checkpoint
+    import se_detectron.convert as convert
+    import se_detectron.utils.run_dir as run_dir
+
+    checkpoint._warned.discard("convert_checkpoint")
+    with pytest.warns(DeprecationWarning, match=r"se_detectron\.convert\.convert_checkpoint"):
+        assert checkpoint.convert_checkpoint is convert.convert_checkpoint
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        from se_detectron.checkpoint import convert_checkpoint  # a second time: no warning
+    assert convert_checkpoint is convert.convert_checkpoint
+    checkpoint._warned.discard("prepare_run_dir")
+    with pytest.warns(DeprecationWarning, match=r"se_detectron\.utils\.run_dir"):
+        assert checkpoint.prepare_run_dir is run_dir.prepare_run_dir
+    with pytest.raises(AttributeError, match="no_such_name"):
+        checkpoint.no_such_name  # noqa: B018
+
+
+def test_config_and_model_zoo_list_configs_are_one():
+    from se_detectron import config, model_zoo
+
+    assert model_zoo.list_configs is config.list_configs
+    names = config.list_configs()
+    assert set(names) == set(config.list_configs(".yaml")) | set(config.list_configs(".py"))
+    assert "Synthetic/mask_rcnn_SE_R_18_FPN_synthetic.py" in names
 
 
 def test_pip_check_lists_only_known_detectron2_metadata():

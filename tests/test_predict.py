@@ -1,4 +1,4 @@
-"""se-predict (tools/demo.py): pictures and detections.json, with and without masks."""
+"""se-predict (tools/predict.py): pictures and detections.json, with and without masks."""
 
 import json
 import uuid

@@ -296,8 +296,8 @@ def test_resnet_d_pretraining_converts_with_its_layout(image_root, tmp_path):
     have no weights) from the checkpoint, and the weights load into the detector's trunk."""
     from detectron2.layers import ShapeSpec
 
-    from se_detectron.checkpoint import convert_checkpoint
     from se_detectron.config import config_opts
+    from se_detectron.convert import convert_checkpoint
     from se_detectron.modeling import build_se_resnet
 
     out = tmp_path / "aa"

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from se_detectron.checkpoint.run_dir import LOCK_FILE, lock_run_dir
 from se_detectron.engine.resume import ProcessStates, build_resumable_train_loader
 from se_detectron.utils.distributed import first_slurm_host, launcher_environment
+from se_detectron.utils.run_dir import LOCK_FILE, lock_run_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -95,7 +95,7 @@ def test_one_run_per_folder(tmp_path):
     lock_run_dir(str(tmp_path))  # again in the same process: nothing happens
     holder = (tmp_path / LOCK_FILE).read_text()
     code = (
-        "import sys; from se_detectron.checkpoint.run_dir import lock_run_dir; "
+        "import sys; from se_detectron.utils.run_dir import lock_run_dir; "
         "from se_detectron.errors import exit_on_user_error; "
         "exit_on_user_error(lock_run_dir, sys.argv[1])"
     )

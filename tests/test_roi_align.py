@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from detectron2.config import CfgNode
 from detectron2.layers import ROIAlign
 from torchvision.ops import roi_align
 
@@ -94,7 +95,7 @@ def _synthetic_cfg(choice, mask=False):
     name = "mask_rcnn" if mask else "faster_rcnn"
     cfg = get_se_cfg(f"Synthetic/{name}_SE_R_18_FPN_synthetic.yaml")
     cfg.MODEL.DEVICE = "cpu"
-    cfg.MODEL.SE.CPU_ROI_ALIGN = choice
+    cfg.MODEL.CPU_ROI_ALIGN = choice
     return cfg
 
 
@@ -151,7 +152,7 @@ def test_trainer_model_pools_the_same_with_either_choice(mask):
 
 def test_unknown_choice_names_the_key():
     model = torch.nn.Linear(1, 1)
-    with pytest.raises(SEConfigError, match=r"MODEL\.SE\.CPU_ROI_ALIGN='fast' is invalid"):
+    with pytest.raises(SEConfigError, match=r"MODEL\.CPU_ROI_ALIGN='fast' is invalid"):
         apply_cpu_roi_align(model, _synthetic_cfg("fast"))
 
 
@@ -160,8 +161,54 @@ def test_unknown_choice_fails_detectron2s_own_build_model():
     (whose trainer would otherwise ignore the key)."""
     from detectron2.modeling import build_model
 
-    with pytest.raises(SEConfigError, match=r"MODEL\.SE\.CPU_ROI_ALIGN='Separable' is invalid"):
+    with pytest.raises(SEConfigError, match=r"MODEL\.CPU_ROI_ALIGN='Separable' is invalid"):
         build_model(_synthetic_cfg("Separable"))
+
+
+def test_former_key_is_accepted_with_a_warning_naming_the_new_one(tmp_path):
+    """MODEL.SE.CPU_ROI_ALIGN (the former name) in a config file and on the command line sets
+    MODEL.CPU_ROI_ALIGN with one FutureWarning; Detectron2's plain merge names the new key."""
+    from se_detectron.config import (
+        ConfigError,
+        get_config_file,
+        get_se_cfg,
+        merge_config_file,
+        merge_config_opts,
+        rename_deprecated_keys,
+    )
+
+    old = tmp_path / "old.yaml"
+    old.write_text(
+        '_BASE_: "{}"\nMODEL:\n  SE:\n    CPU_ROI_ALIGN: "separable"\n'.format(
+            get_config_file("Base-SE-RCNN-FPN.yaml")
+        )
+    )
+    cfg = get_se_cfg()
+    with pytest.warns(FutureWarning, match=r"MODEL\.SE\.CPU_ROI_ALIGN is now MODEL\.CPU_ROI_ALIGN"):
+        merge_config_file(cfg, str(old))
+    assert cfg.MODEL.CPU_ROI_ALIGN == "separable" and "CPU_ROI_ALIGN" not in cfg.MODEL.SE
+    assert cfg.MODEL.RESNETS.DEPTH == get_se_cfg("Base-SE-RCNN-FPN.yaml").MODEL.RESNETS.DEPTH
+
+    cfg = get_se_cfg()
+    with pytest.warns(FutureWarning, match=r"command-line overrides: config key MODEL\.SE\."):
+        merge_config_opts(cfg, ["MODEL.SE.CPU_ROI_ALIGN", "separable"])
+    assert cfg.MODEL.CPU_ROI_ALIGN == "separable"
+
+    both = tmp_path / "both.yaml"
+    both.write_text(
+        'MODEL:\n  CPU_ROI_ALIGN: "torchvision"\n  SE:\n    CPU_ROI_ALIGN: "separable"\n'
+    )
+    with pytest.warns(FutureWarning), pytest.raises(ConfigError, match="disagree"):
+        merge_config_file(get_se_cfg(), str(both))
+    with pytest.raises(KeyError, match="renamed to MODEL.CPU_ROI_ALIGN"):
+        get_se_cfg().merge_from_file(str(old))
+
+    # a config stored in a checkpoint before the rename (pretraining checkpoints' "cfg")
+    stored = CfgNode.load_cfg('MODEL:\n  SE:\n    CPU_ROI_ALIGN: "separable"\n')
+    cfg = get_se_cfg()
+    with pytest.warns(FutureWarning, match="checkpoint.pth: config key MODEL.SE.CPU_ROI_ALIGN"):
+        cfg.merge_from_other_cfg(rename_deprecated_keys(stored, "checkpoint.pth"))
+    assert cfg.MODEL.CPU_ROI_ALIGN == "separable"
 
 
 def test_use_separable_roi_align_counts_and_keeps_settings():

@@ -80,11 +80,11 @@ def test_train_evaluate_and_eval_only(tiny_data, tmp_path):
     assert json.loads(box_json.read_text())["bbox"]["AP"] == pytest.approx(final["AP"], nan_ok=True)
     assert not list(out.glob("*.tmp*")), "temporary checkpoint files left behind"
 
-    # tools/demo.py draws the trained model's detections
+    # tools/predict.py draws the trained model's detections
     pictures = tmp_path / "pictures"
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "tools/demo.py"), "--config-file", str(out / "config.yaml"),
+        [sys.executable, str(ROOT / "tools/predict.py"), "--config-file", str(out / "config.yaml"),
          "--input", tiny_data["val_images"], "--output", str(pictures),
          "--confidence-threshold", "0.0", "--opts", "MODEL.WEIGHTS", str(out / "model_final.pth")],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,

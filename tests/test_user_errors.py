@@ -1,4 +1,4 @@
-"""User mistakes and faults (issue #25): one ``error:`` line and exit status 2, no lost work.
+"""User mistakes and faults: one ``error:`` line and exit status 2, no lost work.
 
 The table runs every tool's command-line function in-process on tiny inputs (3 images of 64 px,
 SE-R18, at most 2 iterations); most probes stop before anything is trained.
@@ -18,9 +18,9 @@ from detectron2.data import DatasetCatalog
 from detectron2.layers import ShapeSpec
 from PIL import Image
 
-from se_detectron.checkpoint import SEDetectionCheckpointer, remove_stale_temp_files
-from se_detectron.checkpoint import cli as convert_cli
+from se_detectron.checkpoint import SEDetectionCheckpointer
 from se_detectron.config import CONFIG_ROOT, get_se_cfg
+from se_detectron.convert import cli as convert_cli
 from se_detectron.data import register_coco_dataset
 from se_detectron.engine import lazy_train_net, train_net
 from se_detectron.errors import print_user_error
@@ -31,6 +31,7 @@ from se_detectron.modeling.se_resnet import build_se_resnet_backbone
 from se_detectron.pretrain import train as pretrain
 from se_detectron.pretrain.train_state import save_atomic
 from se_detectron.utils.atomic import DiskFullError
+from se_detectron.utils.run_dir import remove_stale_temp_files
 
 CONFIG = "Synthetic/faster_rcnn_SE_R_18_FPN_synthetic.yaml"
 LAZY_CONFIG = "Synthetic/mask_rcnn_SE_R_18_FPN_synthetic.py"
@@ -174,7 +175,7 @@ TOOLS = {
     "train_net": train_net.cli,
     "lazy_train_net": lazy_train_net.cli,
     "pretrain": pretrain.cli,
-    "convert": convert_cli.main,
+    "convert": convert_cli.cli,
     "export": export_cli.cli,
 }
 

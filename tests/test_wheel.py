@@ -5,7 +5,7 @@ a new venv that sees the same torch/Detectron2 (the test venv's site-packages, a
 ``.pth`` file, as a system-wide Detectron2 would be), and from a folder outside the repository:
 loads every shipped config (yacs and LazyConfig), builds and trains one step through the installed
 ``se-train-net``, and checks that every tool of ``python -m se_detectron`` is an installed console
-script.
+script (and that the benchmark harness, which stays in the checkout, is not in the wheel).
 """
 
 import os
@@ -13,6 +13,7 @@ import re
 import subprocess
 import sys
 import sysconfig
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -97,6 +98,14 @@ def test_every_tool_is_a_console_script(installed):
     assert all(name in proc.stdout for name in TOOLS)
     for name in TOOLS:
         assert (ROOT / "tools" / f"{name}.py").is_file(), name
+    # the benchmark harness stays in the checkout: the wheel's `benchmark` names where it is
+    with zipfile.ZipFile(installed["wheel"]) as wheel:
+        assert not [n for n in wheel.namelist() if n.startswith("benchmarks/")]
+    proc = subprocess.run(
+        [str(installed["python"]), "-m", "se_detectron", "benchmark"], cwd=installed["cwd"],
+        env=installed["env"], capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 2 and "tools/benchmark.py" in proc.stderr.strip().splitlines()[-1]
 
 
 def test_installed_train_net_runs_a_step(installed):

@@ -5,7 +5,7 @@
     python tools/analyze_excitation.py --config-file CONFIG --output out/excitation_det \
         MODEL.WEIGHTS model_final.pth
 
-See ``docs/excitation_analysis.md`` and se_detectron/analysis/.
+See ``docs/tutorials/excitation_analysis.md`` and se_detectron/analysis/.
 """
 
 import sys

@@ -3,7 +3,8 @@
 
     python tools/benchmark.py --output output/benchmark/benchmark.json
 
-See the README's "Performance" section and se_detectron/benchmark/.
+See the README's "Performance" section; the harness is benchmarks/ (beside tools/, in a checkout;
+not part of the installed package), run with the checkout on sys.path.
 """
 
 import os
@@ -11,8 +12,9 @@ import sys
 
 # The memory measurement starts the PyTorch profiler; keep its C++ start/stop log lines quiet.
 os.environ.setdefault("KINETO_LOG_LEVEL", "5")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from se_detectron.benchmark import cli
+from benchmarks import cli  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(cli())

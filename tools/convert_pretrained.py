@@ -4,7 +4,7 @@
     python tools/convert_pretrained.py se_resnet50-ce0d4300.pth pretrained/SE-R-50.pkl
 
 Same as ``se-convert-pretrained`` / ``python -m se_detectron convert_pretrained``; the logic is
-in se_detectron/checkpoint/cli.py.
+in se_detectron/convert/cli.py.
 """
 
 import os
@@ -15,7 +15,7 @@ try:
 except ImportError:  # run from a checkout without installing / PYTHONPATH
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from se_detectron.checkpoint.cli import build_parser, main  # noqa: E402,F401
+from se_detectron.convert.cli import build_parser, cli  # noqa: E402,F401
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli())

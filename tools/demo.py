@@ -1,17 +1,12 @@
 #!/usr/bin/env python
-"""Draw a trained SE detector's detections on images.
+"""The former name of ``tools/predict.py``: warns once on stderr, then runs it with the same
+arguments ("demo" is ``make demo``'s pipeline, ``tools/run_demo.py``)."""
 
-    python tools/demo.py --config-file output/demo/finetune/config.yaml \
-        --input datasets/se_synthetic/val --output output/demo/predictions \
-        --opts MODEL.WEIGHTS output/demo/finetune/model_final.pth
-
-Same as ``se-predict`` / ``python -m se_detectron demo``; the logic is in
-se_detectron/engine/predict.py.
-"""
-
+import os
+import runpy
 import sys
 
-from se_detectron.engine.predict import cli
-
 if __name__ == "__main__":
-    sys.exit(cli())
+    print("warning: tools/demo.py is now tools/predict.py; run that instead", file=sys.stderr)
+    sys.argv[0] = os.path.join(os.path.dirname(os.path.abspath(__file__)), "predict.py")
+    runpy.run_path(sys.argv[0], run_name="__main__")

@@ -5,7 +5,7 @@
         --config-file configs/Synthetic/faster_rcnn_SE_R_50_FPN_synthetic.yaml \
         --format onnx --export-method tracing --output out/export MODEL.WEIGHTS model_final.pth
 
-See ``docs/export.md`` and se_detectron/export/.
+See ``docs/tutorials/export.md`` and se_detectron/export/.
 """
 
 import sys

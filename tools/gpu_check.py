@@ -7,7 +7,7 @@ Runs from a checkout with any interpreter that has the requirements (requirement
 torch, torchvision, Detectron2 and its runtime packages, pytest, timm), without `make setup` and
 without installing se_detectron: the checkout is put on sys.path (and on the steps' PYTHONPATH).
 Missing packages are listed in one line before anything runs (exit 2).
-See se_detectron/benchmark/gpu_check.py and the README's "Performance on a GPU".
+See benchmarks/gpu_check.py and the README's "Performance on a GPU".
 """
 
 import importlib.util
@@ -37,8 +37,8 @@ if __name__ == "__main__":
             file=sys.stderr,
         )
         sys.exit(2)
-    if importlib.util.find_spec("se_detectron") is None:  # a checkout, not installed
-        sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from se_detectron.benchmark.gpu_check import cli
+    # the checkout: benchmarks/ (never installed) and se_detectron when it is not installed
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from benchmarks.gpu_check import cli
 
     sys.exit(cli())

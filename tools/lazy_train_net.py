@@ -5,7 +5,7 @@
     python tools/lazy_train_net.py --config-file CONFIG --resume
     python tools/lazy_train_net.py --config-file CONFIG --eval-only train.init_checkpoint=W.pth
 
-See ``python tools/lazy_train_net.py -h``, docs/lazyconfig.md and
+See ``python tools/lazy_train_net.py -h``, docs/tutorials/lazyconfig.md and
 se_detectron/engine/lazy_train_net.py.
 """
 

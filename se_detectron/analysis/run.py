@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..config import get_se_cfg
+from ..config import get_se_cfg, rename_deprecated_keys
 from ..modeling import build_se_resnet_classifier
 from ..pretrain.train_state import load_checkpoint
 from .recorder import ExcitationRecorder
@@ -43,7 +43,8 @@ def load_classifier(path: str) -> Tuple[nn.Module, List[str], dict]:
     if "cfg" not in ckpt or "classes" not in ckpt:
         raise ValueError(f"{path} has no 'cfg'/'classes': not a tools/pretrain_imagenet.py file")
     cfg = get_se_cfg(None)
-    cfg.merge_from_other_cfg(CfgNode.load_cfg(ckpt["cfg"]))
+    # a checkpoint written before a config key was renamed keeps its old name
+    cfg.merge_from_other_cfg(rename_deprecated_keys(CfgNode.load_cfg(ckpt["cfg"]), str(path)))
     classes = list(ckpt["classes"])
     model = build_se_resnet_classifier(cfg, len(classes))
     model.load_state_dict(ckpt["model"])

@@ -1,16 +1,17 @@
-"""Pretrained weights for the SE trunks: conversion, config inference and a strict checkpointer.
+"""The strict checkpointer for SE detectors and the checks on weights files.
 
-* :func:`convert_checkpoint` / :func:`convert_state_dict`: our pretraining checkpoints, timm
-  (``seresnet*``, ``seresnext*``, ``senet154``) and Cadene / timm ``legacy_*`` SENets to a
-  Detectron2-loadable ``.pkl`` with the trunk's names, plus the config the weights require
-  (``tools/convert_pretrained.py`` is the command line).
-* :func:`infer_architecture`: depth, groups, widths, stem, SE reduction ... from the weights.
 * :class:`SEDetectionCheckpointer`: atomic saves, FileNotFoundError for missing weights, errors
   for backbone shape mismatches and for frozen layers left random;
   :func:`check_no_frozen_random_init` for runs without weights.
-* :func:`prepare_run_dir`: a training run's output folder is never overwritten by accident;
-  :func:`load_weights_file`: a damaged weights file is one error naming it.
+* :func:`load_weights_file`: a damaged weights file is one error naming it.
+
+Weight conversion (timm / Cadene / our pretraining checkpoints to a Detectron2 ``.pkl``) is
+:mod:`se_detectron.convert`; the run-folder policy is :mod:`se_detectron.utils.run_dir`. Their
+names are still found here for existing code, with a ``DeprecationWarning`` naming the new place.
 """
+
+import importlib
+import warnings
 
 from .checkpointer import (
     BackboneShapeMismatchError,
@@ -20,65 +21,68 @@ from .checkpointer import (
     check_no_frozen_random_init,
     frozen_state_keys,
 )
-from .convert import ConversionResult, convert_checkpoint, convert_state_dict, format_summary
-from .files import (
-    extract_state_dict,
-    load_checkpoint_file,
-    read_converted,
-    save_converted,
-    write_config_yaml,
-)
-from .formats import (
-    SOURCE_FORMATS,
-    ConversionError,
-    detect_source_format,
-    rename_state_dict,
-    strip_common_prefix,
-)
-from .infer import SEArchitecture, infer_architecture, match_arch, validate_trunk_state_dict
-from .run_dir import RunDirError, prepare_run_dir, remove_stale_temp_files
-from .settings import (
-    IMAGENET_RGB_PIXEL_MEAN,
-    IMAGENET_RGB_PIXEL_STD,
-    config_mismatches,
-    required_config,
-    source_settings,
-)
 from .weights_file import WeightsFileError, load_weights_file
 
 __all__ = [
-    "IMAGENET_RGB_PIXEL_MEAN",
-    "IMAGENET_RGB_PIXEL_STD",
-    "SOURCE_FORMATS",
     "BackboneShapeMismatchError",
     "ConvertedConfigMismatchError",
-    "ConversionError",
-    "ConversionResult",
     "FrozenRandomInitError",
-    "SEArchitecture",
-    "RunDirError",
     "SEDetectionCheckpointer",
     "WeightsFileError",
     "check_no_frozen_random_init",
-    "config_mismatches",
-    "convert_checkpoint",
-    "convert_state_dict",
-    "detect_source_format",
-    "extract_state_dict",
-    "format_summary",
     "frozen_state_keys",
-    "infer_architecture",
     "load_weights_file",
-    "load_checkpoint_file",
-    "match_arch",
-    "prepare_run_dir",
-    "read_converted",
-    "remove_stale_temp_files",
-    "rename_state_dict",
-    "required_config",
-    "save_converted",
-    "source_settings",
-    "strip_common_prefix",
-    "validate_trunk_state_dict",
-    "write_config_yaml",
 ]
+
+# Names this package exported before conversion and the run-folder policy had packages of their
+# own: name -> the module that has it now. Resolved on first access (``convert`` imports this
+# package's weights-file checks, so it cannot be imported here).
+_MOVED = {
+    **dict.fromkeys(
+        (
+            "IMAGENET_RGB_PIXEL_MEAN",
+            "IMAGENET_RGB_PIXEL_STD",
+            "SOURCE_FORMATS",
+            "ConversionError",
+            "ConversionResult",
+            "SEArchitecture",
+            "config_mismatches",
+            "convert_checkpoint",
+            "convert_state_dict",
+            "detect_source_format",
+            "extract_state_dict",
+            "format_summary",
+            "infer_architecture",
+            "load_checkpoint_file",
+            "match_arch",
+            "read_converted",
+            "rename_state_dict",
+            "required_config",
+            "save_converted",
+            "source_settings",
+            "strip_common_prefix",
+            "validate_trunk_state_dict",
+            "write_config_yaml",
+        ),
+        "se_detectron.convert",
+    ),
+    **dict.fromkeys(
+        ("RunDirError", "prepare_run_dir", "remove_stale_temp_files"), "se_detectron.utils.run_dir"
+    ),
+}
+_warned = set()
+
+
+def __getattr__(name):
+    """``se_detectron.checkpoint.NAME`` for a name that moved: the new object, warning once."""
+    if name not in _MOVED:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module = _MOVED[name]
+    if name not in _warned:
+        _warned.add(name)
+        warnings.warn(
+            f"se_detectron.checkpoint.{name} is now {module}.{name}; import it from {module}",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+    return getattr(importlib.import_module(module), name)

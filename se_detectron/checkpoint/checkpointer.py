@@ -31,9 +31,9 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling.backbone.resnet import ResNet
 from torch import nn
 
+from ..config import config_mismatches
 from ..errors import SEDetectronError
 from ..utils.atomic import disk_full_error
-from .settings import config_mismatches
 from .weights_file import load_weights_file
 
 __all__ = [

@@ -5,6 +5,7 @@ before their first ``DatasetCatalog.get``); COCO/VOC datasets from the config ar
 :func:`register_datasets_from_cfg`.
 """
 
+from .coco import register_coco_dataset
 from .from_config import register_datasets_from_cfg
 from .mapper import ImageReadError, MaskFormatError, SafeDatasetMapper
 from .register import (
@@ -12,9 +13,6 @@ from .register import (
     UnregisteredDatasetError,
     check_datasets_registered,
     check_same_classes,
-    load_voc_detection,
-    register_coco_dataset,
-    register_voc_dataset,
     unregistered_dataset_error,
 )
 from .synthetic import (
@@ -26,6 +24,7 @@ from .synthetic import (
     prepare_dataset,
     register_synthetic_datasets,
 )
+from .voc import load_voc_detection, register_voc_dataset
 
 __all__ = [
     "SYNTHETIC_CLASSES",

@@ -1,19 +1,15 @@
 """Register every dataset a config names: ``DATASETS.REGISTER_COCO`` / ``REGISTER_VOC`` entries
-(see :mod:`.register`) and the bundled synthetic datasets (:mod:`.synthetic`)."""
+(:mod:`.coco`, :mod:`.voc`) and the bundled synthetic datasets (:mod:`.synthetic`)."""
 
 import os
 
 from detectron2.config import CfgNode
 from detectron2.data import MetadataCatalog
 
-from .register import (
-    _COCO_FORMAT,
-    _VOC_FORMAT,
-    DatasetConfigError,
-    register_coco_dataset,
-    register_voc_dataset,
-)
+from .coco import register_coco_dataset
+from .register import _COCO_FORMAT, _VOC_FORMAT, DatasetConfigError
 from .synthetic import register_synthetic_datasets
+from .voc import register_voc_dataset
 
 __all__ = ["register_datasets_from_cfg"]
 

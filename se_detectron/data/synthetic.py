@@ -6,7 +6,7 @@ checkerboards) with clutter that is *not* annotated (thin lines, arcs, soft blob
 Later shapes may occlude earlier ones; every box is the tight box of the *visible* pixels of its
 shape and every instance mask (``segmentation``, COCO RLE: train Mask R-CNN on it with
 ``INPUT.MASK_FORMAT bitmask``) is exactly those pixels; a placement that would leave an earlier
-shape less than :data:`MIN_VISIBLE_FRACTION` visible is rejected, so annotations always match
+shape less than ``MIN_VISIBLE_FRACTION`` (60%) visible is rejected, so annotations always match
 what is visible.
 
 The dataset is written in COCO format under ``root``::
@@ -43,12 +43,13 @@ __all__ = [
     "register_synthetic_datasets",
 ]
 
+#: The five shape classes of the synthetic dataset, in category-id order.
 SYNTHETIC_CLASSES = ("circle", "rectangle", "triangle", "cross", "star")
 SYNTHETIC_TRAIN = "se_synthetic_train"
 SYNTHETIC_VAL = "se_synthetic_val"
 DEFAULT_NUM_TRAIN = 600
 DEFAULT_NUM_VAL = 100
-# A shape whose visible part would drop below this fraction of its drawn area is not placed.
+#: A shape whose visible part would drop below this fraction of its drawn area is not placed.
 MIN_VISIBLE_FRACTION = 0.6
 # Bump whenever the drawing code or the annotation format changes: existing datasets are then
 # regenerated (2: instance masks added as RLE ``segmentation``; images and boxes unchanged).

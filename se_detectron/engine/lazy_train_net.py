@@ -48,7 +48,8 @@ logger = logging.getLogger("se_detectron")
 _EPILOG = (
     "Example: python tools/lazy_train_net.py --config-file "
     "Synthetic/mask_rcnn_SE_R_18_FPN_synthetic.py train.max_iter=100 "
-    "train.output_dir=output/lazy_demo   (overrides are key=value; see docs/lazyconfig.md)"
+    "train.output_dir=output/lazy_demo   "
+    "(overrides are key=value; see docs/tutorials/lazyconfig.md)"
 )
 
 

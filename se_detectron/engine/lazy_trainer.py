@@ -67,7 +67,8 @@ def check_init_checkpoint(path: str) -> None:
     if not os.path.isfile(path):
         raise FileNotFoundError(
             f"train.init_checkpoint={path!r}: no such file (working directory {os.getcwd()!r}). "
-            "Convert pretrained weights with tools/convert_pretrained.py (docs/weights.md), fix "
+            "Convert pretrained weights with tools/convert_pretrained.py "
+            "(docs/tutorials/weights.md), fix "
             'the path, or set train.init_checkpoint="" (with '
             "model.backbone.bottom_up.freeze_at=0) to train from scratch."
         )
@@ -269,7 +270,7 @@ class SELazyTrainer:
                     f'train.init_checkpoint is "" (no pretrained weights) but {len(frozen)} '
                     f"parameters/buffers are frozen and would stay at their random "
                     f"initialization (first: {frozen[0]}). Set train.init_checkpoint to converted "
-                    "weights (tools/convert_pretrained.py, docs/weights.md) or "
+                    "weights (tools/convert_pretrained.py, docs/tutorials/weights.md) or "
                     "model.backbone.bottom_up.freeze_at=0 to train every layer."
                 )
         self.checkpointer.resume_or_load(init, resume=resume)

@@ -10,7 +10,7 @@ gradient clipping (``SOLVER.CLIP_GRADIENTS``).
 Both use PyTorch's fused kernels (``fused=True``: one kernel for all parameters) when every
 parameter is a floating-point tensor on the CPU or a CUDA device. The update is the same
 (tests compare it with the per-parameter implementation); only the step's time changes (about
-3x faster on CPU; measurements in docs/performance.md, "Fused optimizer steps"). Under float16
+3x faster on CPU; measurements in docs/notes/benchmarks.md, "Fused optimizer steps"). Under float16
 AMP, a fused kernel unscales the gradients itself, after Detectron2's clipping has run; the AMP
 trainers (:class:`~se_detectron.engine.amp.SEAMPTrainer`) therefore unscale them before the
 step when clipping is on.
@@ -29,6 +29,7 @@ __all__ = [
     "build_optimizer",
 ]
 
+#: The values of ``SOLVER.OPTIMIZER``.
 OPTIMIZERS = ("SGD", "AdamW")
 
 

@@ -1,4 +1,4 @@
-"""Run a trained detector on image files and draw its detections (``tools/demo.py``).
+"""Run a trained detector on image files and draw its detections (``tools/predict.py``).
 
     se-predict --config-file output/demo/finetune/config.yaml --input datasets/se_synthetic/val \\
         --output output/demo/predictions --opts MODEL.WEIGHTS output/demo/finetune/model_final.pth
@@ -119,7 +119,7 @@ def predict_images(
 
 
 def get_parser() -> argparse.ArgumentParser:
-    """The command line of ``tools/demo.py`` (``se-predict``)."""
+    """The command line of ``tools/predict.py`` (``se-predict``)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config-file", required=True, help="the model's config file")
     parser.add_argument("--input", nargs="+", required=True, help="image files and/or folders")
@@ -131,7 +131,7 @@ def get_parser() -> argparse.ArgumentParser:
 
 
 def cli(argv=None) -> int:
-    """``tools/demo.py`` / ``se-predict``: draw detections; returns the exit status."""
+    """``tools/predict.py`` / ``se-predict``: draw detections; returns the exit status."""
     args = get_parser().parse_args(argv)
     try:
         cfg = get_se_cfg(args.config_file, args.opts)

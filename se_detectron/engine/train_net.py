@@ -31,7 +31,7 @@ from detectron2.utils.logger import setup_logger
 from torch.multiprocessing import ProcessExitedException
 from yacs.config import CfgNode
 
-from ..checkpoint import RunDirError, SEDetectionCheckpointer, prepare_run_dir
+from ..checkpoint import SEDetectionCheckpointer
 from ..config import (
     get_config_file,
     get_se_cfg,
@@ -47,6 +47,7 @@ from ..data import (
 from ..errors import USER_ERRORS, SEDetectronError, exit_on_user_error
 from ..utils import atomic_write_json
 from ..utils.distributed import join_launcher_group, launcher_environment
+from ..utils.run_dir import RunDirError, prepare_run_dir
 from .heartbeat import CollectiveFailure, as_collective_failure, set_collective_timeout
 from .preemption import (
     PREEMPTED_EXIT_STATUS,
@@ -147,7 +148,7 @@ def _merge(cfg, args):
             except FileNotFoundError:
                 raise UserError(
                     f"--config-file {args.config_file!r}: no such file, and no config of that "
-                    f"name ships with se_detectron (shipped: {', '.join(list_configs())})"
+                    f"name ships with se_detectron (shipped: {', '.join(list_configs('.yaml'))})"
                 ) from None
         merge_config_file(cfg, args.config_file)
     merge_config_opts(cfg, args.opts)
@@ -166,7 +167,7 @@ def _check_batch_size(cfg, args):
 
 
 def prepare_output_dir(output_dir, args, key="OUTPUT_DIR"):
-    """Apply the run-folder rules of :func:`~se_detectron.checkpoint.prepare_run_dir` for a
+    """Apply the run-folder rules of :func:`~se_detectron.utils.run_dir.prepare_run_dir` for a
     training run (nothing for ``--eval-only``) and set ``args.resume`` to whether it resumes.
 
     Args:

@@ -229,7 +229,7 @@ class SETrainer(DefaultTrainer):
 
     @classmethod
     def build_model(cls, cfg):
-        """Detectron2's model; its poolers' CPU RoIAlign is ``MODEL.SE.CPU_ROI_ALIGN``'s."""
+        """Detectron2's model; its poolers' CPU RoIAlign is ``MODEL.CPU_ROI_ALIGN``'s."""
         model = super().build_model(cfg)
         apply_cpu_roi_align(model, cfg)
         return model

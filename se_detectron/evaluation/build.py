@@ -36,6 +36,7 @@ from .coco import build_coco_evaluator
 
 __all__ = ["EVALUATOR_TYPES", "EvaluatorConfigError", "build_evaluator"]
 
+#: The dataset ``evaluator_type`` values :func:`build_evaluator` knows.
 EVALUATOR_TYPES = (
     "coco",
     "coco_panoptic_seg",

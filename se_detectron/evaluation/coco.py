@@ -38,6 +38,7 @@ __all__ = [
     "evaluate_coco_json",
 ]
 
+#: The COCOeval engines ``TEST.COCO_EVAL_BACKEND`` selects from.
 COCO_EVAL_BACKENDS = ("faster_coco_eval", "pycocotools")
 BOX_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 # results key -> prefix of the metrics file SECOCOEvaluator writes for it
@@ -111,7 +112,7 @@ class SECOCOEvaluator(COCOEvaluator):
     {...}}`` with NaN stored as ``null``.
 
     The ``"faster_coco_eval"`` engine is plugged in by swapping the classes Detectron2's
-    ``coco_evaluation`` module instantiates for the duration of :meth:`_eval_predictions`, under
+    ``coco_evaluation`` module instantiates for the duration of ``_eval_predictions``, under
     a lock; keypoints always use Detectron2's engine.
     """
 

@@ -2,7 +2,8 @@
 
 The routes are Detectron2's (``tools/deploy/export_model.py``): tracing through
 :class:`detectron2.export.TracingAdapter` (TorchScript or ONNX) and scripting through
-:func:`detectron2.export.scripting_with_instances` (TorchScript only). See ``docs/export.md``.
+:func:`detectron2.export.scripting_with_instances` (TorchScript only).
+See ``docs/tutorials/export.md``.
 """
 
 from .core import (

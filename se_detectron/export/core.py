@@ -55,10 +55,12 @@ __all__ = [
 
 EXPORT_FORMATS = ("torchscript", "onnx")
 EXPORT_METHODS = ("tracing", "scripting")
-# Detectron2's STABLE_ONNX_OPSET_VERSION (11) has no aligned ROIAlign: torchvision then exports
-# ROIAlign(aligned=False) and Faster R-CNN boxes differ by up to ~100 px. Opset 16 adds
-# RoiAlign's coordinate_transformation_mode="half_pixel", which is exact.
+#: The default ONNX opset. Detectron2's ``STABLE_ONNX_OPSET_VERSION`` (11) has no aligned
+#: ROIAlign, so torchvision exports ``ROIAlign(aligned=False)`` and Faster R-CNN boxes differ by up
+#: to ~100 px; opset 16 adds RoiAlign's ``coordinate_transformation_mode="half_pixel"``, which is
+#: exact.
 ONNX_OPSET_VERSION = max(STABLE_ONNX_OPSET_VERSION, 16)
+#: The ``Instances`` fields an exported detector's outputs are compared on.
 DETECTION_OUTPUTS = ("pred_boxes", "scores", "pred_classes")
 # Outputs that only some detectors have (Mask R-CNN), compared when the model produces them.
 OPTIONAL_OUTPUTS = ("pred_masks",)

@@ -17,7 +17,7 @@ adaptive grid, samples outside ``[-1, H]`` dropped, clamping at the border), so 
 to float rounding (``tests/test_roi_align.py``). The dense products cost
 ``O(R * pooled_h * C * H * W)``: cheap for the small feature maps of CPU training (the synthetic
 configs' 128x128 images) but not for COCO-sized maps, so it is opt-in
-(``MODEL.SE.CPU_ROI_ALIGN: "separable"``, applied by :func:`use_separable_roi_align`), used on CPU
+(``MODEL.CPU_ROI_ALIGN: "separable"``, applied by :func:`use_separable_roi_align`), used on CPU
 tensors only (CUDA tensors go to torchvision's kernel), and RoIs are processed in chunks that
 bound the intermediate product's memory.
 """

@@ -15,7 +15,7 @@ The layer computes, for an input ``x`` of shape (N, C, H, W):
 * scale (Sec. 3.3): ``y = s * x``, a channel-wise multiply.
 
 Performance. SE adds ~0.1% multiply-adds to a ResNet-50 but, done naively, 8-18% of its time on
-a 2-core CPU (``tools/benchmark.py``, docs/performance.md): the pool and the multiply are
+a 2-core CPU (``tools/benchmark.py``, docs/notes/benchmarks.md): the pool and the multiply are
 memory-bound passes over the feature map, and each fresh full-size result costs page faults on
 CPU. So the residual block's scale is fused with its residual addition (``shortcut + s * x`` in
 one ``addcmul``, as the original Caffe release fused the two):
@@ -23,10 +23,10 @@ one ``addcmul``, as the original Caffe release fused the two):
 * without autograd (inference, frozen stages) :meth:`SqueezeExcitation.scale_add` can write the
   result over ``x`` (``inplace=True``), which costs about what the plain block's ``x += shortcut``
   costs, so the only extra pass left is the pool;
-* with autograd and average squeeze, :class:`_SqueezeScaleAdd` computes the backward of pool,
-  scale and addition in two passes over the feature map (one per-channel dot product for the
-  excitation's gradient, one ``addcmul`` for the input's) instead of the five to six full-size
-  temporaries that autograd builds from the separate operations.
+* with autograd and average squeeze, an ``autograd.Function`` (``_SqueezeScaleAdd``) computes
+  the backward of pool, scale and addition in two passes over the feature map (one per-channel
+  dot product for the excitation's gradient, one ``addcmul`` for the input's) instead of the five
+  to six full-size temporaries that autograd builds from the separate operations.
 
 Both give the same numbers as the straightforward operations (``x * s + shortcut``); the
 straightforward path is kept, selectable with :func:`se_fast_path`, and it is what TorchScript
@@ -237,7 +237,7 @@ class SqueezeExcitation(nn.Module):
 def _exporting_or_compiling() -> bool:
     """Tracing (TorchScript/ONNX export) or ``torch.compile``: use the plain operations, which
     exporters understand and which Inductor fuses itself better than the fast path (see
-    docs/performance.md, "Fused optimizer steps and torch.compile")."""
+    docs/notes/benchmarks.md, "Fused optimizer steps and torch.compile")."""
     return torch.jit.is_tracing() or torch.compiler.is_compiling()
 
 

@@ -145,16 +145,15 @@ def check_se_config(cfg):
 
 
 def cpu_roi_align_choice(cfg) -> str:
-    """``MODEL.SE.CPU_ROI_ALIGN``, checked (``"torchvision"`` for a config without the key).
+    """``MODEL.CPU_ROI_ALIGN``, checked (``"torchvision"`` for a config without the key).
 
     Raises:
         SEConfigError: naming the key for a value other than :data:`CPU_ROI_ALIGN_CHOICES`.
     """
-    se = cfg.MODEL.get("SE", None)
-    choice = se.get("CPU_ROI_ALIGN", "torchvision") if se is not None else "torchvision"
+    choice = cfg.MODEL.get("CPU_ROI_ALIGN", "torchvision")
     if choice not in CPU_ROI_ALIGN_CHOICES:
         raise _bad(
-            "MODEL.SE.CPU_ROI_ALIGN",
+            "MODEL.CPU_ROI_ALIGN",
             choice,
             f"one of {', '.join(repr(c) for c in CPU_ROI_ALIGN_CHOICES)}",
         )

@@ -1,4 +1,4 @@
-"""``MODEL.SE.CPU_ROI_ALIGN``: which RoIAlign a built detector's poolers run on CPU tensors."""
+"""``MODEL.CPU_ROI_ALIGN``: which RoIAlign a built detector's poolers run on CPU tensors."""
 
 import logging
 
@@ -13,7 +13,7 @@ logger = logging.getLogger(__name__)
 
 
 def apply_cpu_roi_align(model: nn.Module, cfg) -> int:
-    """Give ``model``'s poolers the CPU RoIAlign named by ``cfg.MODEL.SE.CPU_ROI_ALIGN``.
+    """Give ``model``'s poolers the CPU RoIAlign named by ``cfg.MODEL.CPU_ROI_ALIGN``.
 
     Args:
         model: a model built from ``cfg`` (modified in place).
@@ -24,11 +24,11 @@ def apply_cpu_roi_align(model: nn.Module, cfg) -> int:
         :class:`~se_detectron.layers.roi_align.SeparableROIAlign`.
 
     Raises:
-        SEConfigError: naming ``MODEL.SE.CPU_ROI_ALIGN`` for an unknown value.
+        SEConfigError: naming ``MODEL.CPU_ROI_ALIGN`` for an unknown value.
     """
     choice = cpu_roi_align_choice(cfg)
     if choice == "torchvision":
         return 0
     replaced = use_separable_roi_align(model)
-    logger.info(f"MODEL.SE.CPU_ROI_ALIGN: {replaced} pooler level(s) use the separable RoIAlign")
+    logger.info(f"MODEL.CPU_ROI_ALIGN: {replaced} pooler level(s) use the separable RoIAlign")
     return replaced

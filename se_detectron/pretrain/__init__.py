@@ -9,11 +9,11 @@ Modules:
 * the named architectures (``se_resnet50`` ... ``senet154``, :mod:`se_detectron.modeling.archs`);
 * :mod:`.data`: ImageNet-layout folders, transforms and (distributed) loaders;
 * :mod:`.digits`: scikit-learn's digits written as an ImageNet-layout folder (no download);
-* :mod:`.engine`: ``train_one_epoch`` and ``evaluate``;
-* :mod:`.checkpoint`: atomic checkpoints, exact resume, mismatch errors;
+* :mod:`.loop`: ``train_one_epoch`` and ``evaluate``;
+* :mod:`.train_state`: atomic checkpoints, exact resume, mismatch errors;
 * :mod:`.distributed`: ``torchrun`` (env://) process-group helpers;
-* :mod:`.plot`: ``metrics.jsonl`` and ``curves.png``;
-* :mod:`.args`: ``get_args_parser`` and the digits demo recipe (``DEMO_COMMAND``);
+* :mod:`.epoch_metrics`: ``metrics.jsonl`` and ``curves.png``;
+* :mod:`.args`: ``get_args_parser`` and the digits recipe (``DEMO_COMMAND``);
 * :mod:`.train`: ``main`` (the training loop) and its model/scheduler builders.
 """
 

@@ -9,7 +9,7 @@ from .distributed import default_device
 
 __all__ = ["DEMO_ARGS", "DEMO_COMMAND", "get_args_parser"]
 
-#: The documented digits demo: SE-ResNet-50 from scratch to >= 90 % val top-1 in minutes on CPU
+#: The documented digits run, SE-ResNet-50 from scratch to >= 90 % val top-1 in minutes on CPU
 #: (96.4 % in 3 min with one thread on a shared 2-core machine).
 DEMO_ARGS = (
     "--data-path digits --arch se_resnet50",

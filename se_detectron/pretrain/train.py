@@ -22,8 +22,7 @@ from detectron2.utils import comm
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torchvision.transforms import v2
 
-from ..checkpoint.run_dir import prepare_run_dir
-from ..config import get_se_cfg
+from ..config import get_se_cfg, rename_deprecated_opts
 from ..data.synthetic_crops import (
     SYNTHETIC_CROPS_NAME,
     default_synthetic_crops_root,
@@ -34,6 +33,7 @@ from ..modeling import build_se_resnet_classifier
 from ..modeling.archs import apply_arch, find_arch
 from ..utils.optim import fused_kernel_args
 from ..utils.rng import get_rng_state, set_rng_state
+from ..utils.run_dir import prepare_run_dir
 from .args import get_args_parser
 from .data import load_data, make_loaders
 from .digits import DIGITS_NAME, default_digits_root, write_digits_dataset
@@ -62,7 +62,7 @@ def build_trunk_cfg(args):
     if args.opts:
         if len(args.opts) % 2:
             raise PretrainError(f"config overrides come in KEY VALUE pairs, got {args.opts}")
-        cfg.merge_from_list(list(args.opts))
+        cfg.merge_from_list(rename_deprecated_opts(args.opts))
     return cfg
 
 

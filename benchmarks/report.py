@@ -8,8 +8,9 @@ from typing import Dict, List, Optional
 
 import torch
 
-from ..utils.machine import cpu_name
-from ..version import __version__
+from se_detectron.utils.machine import cpu_name
+from se_detectron.version import __version__
+
 from .timing import Stats
 
 __all__ = ["add_ratios", "case_result", "environment", "format_table", "paired_ratio"]

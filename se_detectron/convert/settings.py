@@ -9,11 +9,11 @@ own checkpoints, from what they recorded.
 
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from ..config import config_value, get_se_cfg
+from ..config import config_mismatches, get_se_cfg, same_value
 from ..modeling.archs import ARCHS
 from ..modeling.config_check import BASIC_DEPTHS
 from .formats import ConversionError
-from .infer import SEArchitecture, same_value
+from .infer import SEArchitecture
 
 __all__ = [
     "IMAGENET_RGB_PIXEL_MEAN",
@@ -47,7 +47,7 @@ def source_settings(
       as assumptions). The input normalization is assumed to be ImageNet RGB.
 
     Args:
-        source: one of :data:`se_detectron.checkpoint.SOURCE_FORMATS`.
+        source: one of :data:`se_detectron.convert.SOURCE_FORMATS`.
         arch: the inferred architecture.
         container: the loaded checkpoint (for the ``se_detectron`` metadata), optional.
 
@@ -202,26 +202,3 @@ def _order_index(key: str, order: Sequence[str]) -> Tuple[int, str]:
         if key.startswith(prefix):
             return i, key
     return len(order), key
-
-
-def config_mismatches(cfg, config: Mapping[str, Any]) -> List[Tuple[str, Any, Any]]:
-    """The keys where ``cfg`` differs from the required ``config``.
-
-    Args:
-        cfg: a Detectron2 config with the SE namespace.
-        config: dotted keys to required values.
-
-    Returns:
-        list of (key, value in cfg, required value); floats are compared with a 1e-6 relative
-        tolerance and lists/tuples element-wise.
-    """
-    out = []
-    for key, want in config.items():
-        try:
-            have = config_value(cfg, key)
-        except KeyError:
-            out.append((key, None, want))
-            continue
-        if not same_value(have, want):
-            out.append((key, have, want))
-    return out

@@ -9,12 +9,11 @@ anti-aliasing) comes from the source layout and format (:mod:`.formats`, :mod:`.
 converter's ``--arch``.
 """
 
-import math
 import re
 from dataclasses import dataclass
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
-from ..config import config_opts, get_se_cfg
+from ..config import config_opts, get_se_cfg, same_value
 from ..modeling import build_se_resnet
 from ..modeling.archs import ARCHS
 from ..modeling.config_check import BASIC_DEPTHS, SE_STAGE_NAMES
@@ -149,7 +148,7 @@ def infer_architecture(state_dict: Mapping[str, Any]) -> SEArchitecture:
 
     Args:
         state_dict: trunk name -> tensor or array (e.g. from
-            :func:`se_detectron.checkpoint.rename_state_dict`).
+            :func:`se_detectron.convert.rename_state_dict`).
 
     Returns:
         SEArchitecture: the inferred architecture. It is checked afterwards by
@@ -350,17 +349,6 @@ def match_arch(config: Mapping[str, Any]) -> Optional[str]:
         if all(same_value(arch.get(k, config.get(k)), config.get(k)) for k in keys):
             return name
     return None
-
-
-def same_value(a, b) -> bool:
-    """Config value equality: floats to 1e-6 relative, lists and tuples alike, bools as bools."""
-    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-        return len(a) == len(b) and all(same_value(x, y) for x, y in zip(a, b))
-    if isinstance(a, bool) or isinstance(b, bool):
-        return a is b or a == b and type(a) is type(b)
-    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
-        return math.isclose(a, b, rel_tol=1e-6)
-    return a == b
 
 
 def _format_config(config: Mapping[str, Any]) -> str:

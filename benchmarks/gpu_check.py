@@ -5,14 +5,14 @@ one does not take the others down, each starts with an empty GPU, and a step tha
 time is killed with every process it started), within one time budget (8 minutes by default, the
 issue's limit for one GPU). They run in the order that gives the most information per minute:
 
-1. ``tests`` (at most :data:`STEP_LIMITS` s): ``pytest -m cuda tests/test_cuda.py`` (from a
-   checkout; skipped from an installed wheel): is every CUDA path correct?
+1. ``tests`` (at most :data:`STEP_LIMITS` s): ``pytest -m cuda tests/test_cuda.py``: is every
+   CUDA path correct?
 2. ``demo`` (at most :data:`STEP_LIMITS` s): ``python -m se_detectron run_demo --device cuda``
    with gpu-check's short recipe (:data:`DEMO_PRETRAIN_ARGS`, :data:`DEMO_FINETUNE_OPTS`: 4
    pretraining epochs instead of 16, 600 fine-tuning iterations instead of 1600): does the
    whole path (pretrain, convert, fine-tune, evaluate) train on the GPU, and to what AP?
    ``--demo-recipe full`` runs ``make demo``'s own recipe instead;
-3. ``benchmark`` (the rest of the budget): ``python -m se_detectron benchmark --device cuda``,
+3. ``benchmark`` (the rest of the budget): ``python tools/benchmark.py --device cuda``,
    cases in :data:`BENCHMARK_CASES` order (the SE backward's ``_channel_dot`` micro-case, Faster
    R-CNN training and inference at 800x1333, the classifier at batch 256/32/1, the trunk), fp32
    and autocast bf16, NCHW and channels_last, ours vs timm's seresnet50. It writes its JSON after
@@ -41,8 +41,9 @@ from typing import Dict, List, Optional
 
 import torch
 
-from ..demo import DEMO_PRETRAIN_ARGS as DEMO_RECIPE
-from ..utils.atomic import atomic_write, atomic_write_json
+from se_detectron.demo import DEMO_PRETRAIN_ARGS as DEMO_RECIPE
+from se_detectron.utils.atomic import atomic_write, atomic_write_json
+
 from .report import environment
 
 __all__ = [
@@ -72,7 +73,7 @@ BENCHMARK_CASES = "channel_dot,rcnn_training,rcnn_inference,classifier,trunk"
 DEMO_PRETRAIN_ARGS = " ".join(DEMO_RECIPE) + " --epochs 4 --lr-warmup-epochs 1 --workers 4"
 #: gpu-check's fine-tuning overrides for the demo: 600 iterations instead of 1600.
 DEMO_FINETUNE_OPTS = ("SOLVER.MAX_ITER", "600", "DATALOADER.NUM_WORKERS", "4")
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def _benchmark_argv(device: str, seconds: float, output: str) -> List[str]:
@@ -114,7 +115,7 @@ def _commands(args, out: Path) -> Dict[str, Optional[List[str]]]:
         + ["-m", "se_detectron", "run_demo", "--output-dir", str(out / "demo")]
         + ["--device", args.device, *_demo_argv(args)],
         "benchmark": python
-        + ["-m", "se_detectron", "benchmark"]
+        + [str(REPO_ROOT / "tools" / "benchmark.py")]
         + _benchmark_argv(args.device, args.benchmark_seconds, str(out / "benchmark.json"))
         + args.benchmark_args,
     }

@@ -10,7 +10,8 @@ from typing import List, Optional
 import torch
 from tqdm import tqdm
 
-from ..utils.atomic import atomic_write_json
+from se_detectron.utils.atomic import atomic_write_json
+
 from .cases import CASE_NAMES, PRECISIONS, build_cases, with_precision
 from .report import add_ratios, case_result, environment, format_table
 from .timing import measure_peak_memory, run_interleaved

@@ -22,7 +22,7 @@ from ..errors import user_error_status
 from .convert import convert_checkpoint, format_summary
 from .formats import SOURCE_FORMATS
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "cli"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def cli(argv: Optional[List[str]] = None) -> int:
     """Run the converter; returns the exit status (0 success, 2 after one ``error:`` line)."""
     args = build_parser().parse_args(argv)
     return user_error_status(_convert, args)

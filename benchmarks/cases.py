@@ -28,11 +28,11 @@ from detectron2.modeling.backbone.resnet import build_resnet_backbone
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 
-from ..config import get_se_cfg
-from ..layers import SqueezeExcitation, se_fast_path
-from ..layers.se import _channel_dot
-from ..modeling import build_se_resnet_backbone, build_se_resnet_classifier
-from ..modeling.archs import apply_arch
+from se_detectron.config import get_se_cfg
+from se_detectron.layers import SqueezeExcitation, se_fast_path
+from se_detectron.layers.se import _channel_dot
+from se_detectron.modeling import build_se_resnet_backbone, build_se_resnet_classifier
+from se_detectron.modeling.archs import apply_arch
 
 __all__ = [
     "CASE_NAMES",

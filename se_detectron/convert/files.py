@@ -9,9 +9,9 @@ import numpy as np
 import torch
 import yaml
 
+from ..checkpoint.weights_file import load_weights_file
 from ..utils import atomic_write
 from .formats import ConversionError
-from .weights_file import load_weights_file
 
 __all__ = [
     "CONVERTED_AUTHOR",
