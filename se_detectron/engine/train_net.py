@@ -337,17 +337,29 @@ def run_reporting_errors(main_fn, args):
     set_collective_timeout(args.dist_timeout)
     try:
         return exit_on_user_error(main_fn, args)
-    except TrainingPreempted as e:
-        if comm.is_main_process():
-            print(f"[se_detectron] {e.message()}", file=sys.stderr, flush=True)
-        raise SystemExit(PREEMPTED_EXIT_STATUS) from None
-    except RuntimeError as e:
-        failure = as_collective_failure(e, comm.get_rank(), comm.get_world_size())
-        if failure is None:
+    except (TrainingPreempted, CollectiveFailure, Exception) as e:
+        # an error of a hook's after_train (run after the loop stopped) hides the cause
+        cause = _first_in_chain(e, (TrainingPreempted, CollectiveFailure, RuntimeError))
+        if isinstance(cause, RuntimeError):
+            cause = as_collective_failure(cause, comm.get_rank(), comm.get_world_size())
+        if isinstance(cause, CollectiveFailure):
+            _report_stopped(cause)
+        if not isinstance(cause, TrainingPreempted):
             raise
-        _report_stopped(failure)
-    except CollectiveFailure as failure:
-        _report_stopped(failure)
+        if comm.is_main_process():
+            print(f"[se_detectron] {cause.message()}", file=sys.stderr, flush=True)
+        raise SystemExit(PREEMPTED_EXIT_STATUS) from None
+
+
+def _first_in_chain(exc, types):
+    """``exc`` or the first exception it was raised from or during that is one of ``types``."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, types):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def _report_stopped(failure: CollectiveFailure):
