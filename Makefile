@@ -11,7 +11,7 @@ DEMO_DIR ?= output/demo
 # overrides for the fine-tuning: DEMO_ARGS="SOLVER.MAX_ITER 5000"
 DEMO_ARGS ?=
 
-.PHONY: setup demo test lint format docs clean benchmark gpu-check
+.PHONY: setup demo test lint format clean benchmark gpu-check
 
 setup: $(STAMP)
 
@@ -26,14 +26,15 @@ $(STAMP): setup.py pyproject.toml requirements/*.txt scripts/*.sh
 demo: setup
 	$(PY) tools/run_demo.py --output-dir $(DEMO_DIR) $(DEMO_ARGS)
 
-# SE-ResNet-50 vs ResNet-50 speed and memory (README "Performance"; ~40 min, on an idle machine).
+# SE-ResNet-50 vs ResNet-50 speed and memory (docs/notes/benchmarks.md; ~40 min, on an idle
+# machine).
 benchmark: setup
 	$(PY) tools/benchmark.py --compile --output output/benchmark/benchmark.json
 
 # On a CUDA machine, at most 8 minutes, in this order: tests/test_cuda.py, the demo with a short
 # recipe (4 pretraining epochs, 600 fine-tuning iterations) and a short GPU benchmark (fp32 and
 # bf16, NCHW and channels_last, ours vs timm); report in output/gpu-check/ (report.md and
-# report.json, rewritten after every step; one log per step). README "Performance on a GPU".
+# report.json, rewritten after every step; one log per step). docs/notes/benchmarks.md, "On a GPU".
 gpu-check: setup
 	$(PY) tools/gpu_check.py --output-dir output/gpu-check
 
@@ -47,6 +48,7 @@ lint: setup
 # The documentation site: the Markdown pages and the API reference generated from the docstrings
 # (docs/conf.py), into docs/_build/html. Warnings (a broken link between pages, a docstring that
 # does not parse, a reference to a name that does not exist) fail the build.
+.PHONY: docs
 docs: setup
 	$(PY) -m sphinx -E -W --keep-going -q -b html -c docs . docs/_build/html
 

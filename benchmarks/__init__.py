@@ -4,7 +4,7 @@
 ``tools/benchmark.py`` (:func:`cli`) times, interleaved, the trunk, Faster R-CNN inference and
 training, and the ImageNet classifier (ours, the plain ResNet-50, timm's seresnet50/resnet50),
 breaks the classifier's SE cost down into its parts (pool, FC layers, scale-add), and writes a
-table and JSON; :mod:`.gpu_check` is ``make gpu-check``. See the README's performance section.
+table and JSON; :mod:`.gpu_check` is ``make gpu-check``. See ``docs/notes/benchmarks.md``.
 """
 
 from .cases import CASE_NAMES, Case, build_cases

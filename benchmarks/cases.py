@@ -36,7 +36,10 @@ from se_detectron.modeling.archs import apply_arch
 
 __all__ = [
     "CASE_NAMES",
+    "CUDA_AMP_TARGETS",
+    "CUDA_CLASSIFIER_TARGET_BATCH",
     "PRECISIONS",
+    "TARGETS",
     "Case",
     "build_cases",
     "calibrate_frozen_bn",
@@ -45,6 +48,7 @@ __all__ = [
 ]
 
 DETECTION_CONFIG = "COCO-Detection/faster_rcnn_SE_R_50_FPN_1x.yaml"
+#: The benchmark cases, in the order they run.
 CASE_NAMES = (
     "trunk",
     "rcnn_inference",
@@ -54,7 +58,8 @@ CASE_NAMES = (
     "channel_dot",
 )
 
-# Targets of the performance issue: SE model time / plain model time.
+#: The CPU time target per case, the SE model time / plain model time ratio to stay within (None
+#: for no target).
 TARGETS = {
     "trunk": None,
     "rcnn_inference": 1.02,
@@ -63,12 +68,13 @@ TARGETS = {
     "se_breakdown": None,
     "channel_dot": None,
 }
-# Targets on a GPU with AMP (the CUDA issue): SE / plain <= 1.03 for Faster R-CNN training and
-# inference and for the classifier at batch 256 (smaller batches are launch-bound on a GPU).
+#: The targets on a GPU with AMP, SE / plain <= 1.03 for Faster R-CNN training and inference and
+#: for the classifier at batch 256 (smaller batches are launch-bound on a GPU).
 CUDA_AMP_TARGETS = {"rcnn_inference": 1.03, "rcnn_training": 1.03, "classifier": 1.03}
+#: The classifier batch size the GPU target applies to.
 CUDA_CLASSIFIER_TARGET_BATCH = 256
-# --precisions: fp32, or autocast mixed precision with bfloat16 or float16 (float16 training
-# steps scale the loss with a GradScaler, as Detectron2's AMPTrainer)
+#: The ``--precisions``, fp32 or autocast mixed precision with bfloat16 or float16 (float16 training
+#: steps scale the loss with a GradScaler, as Detectron2's AMPTrainer).
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -82,7 +88,7 @@ class Case:
         variants: variant name -> zero-argument callable running one step.
         baseline: the variant ratios are taken against (the plain ResNet-50).
         se_variant: our SE model (fast path), whose ratio the target applies to.
-        target: the SE / plain time ratio to stay within, if the issue sets one.
+        target: the SE / plain time ratio to stay within, if the case has a target.
         compare: extra (numerator, denominator) ratios to report.
         amp_variants: builds the variants for an autocast dtype when only part of a step may run
             under autocast (a training step: forward and loss; see :func:`with_precision`).

@@ -2,8 +2,8 @@
 
 Three steps, each a subprocess in its own process group (so a crash or a CUDA out-of-memory in
 one does not take the others down, each starts with an empty GPU, and a step that runs out of
-time is killed with every process it started), within one time budget (8 minutes by default, the
-issue's limit for one GPU). They run in the order that gives the most information per minute:
+time is killed with every process it started), within one time budget (8 minutes by default).
+They run in the order that gives the most information per minute:
 
 1. ``tests`` (at most :data:`STEP_LIMITS` s): ``pytest -m cuda tests/test_cuda.py``: is every
    CUDA path correct?
@@ -61,17 +61,18 @@ __all__ = [
 ]
 
 STEPS = ("tests", "demo", "benchmark")
-#: Seconds a step may take at most (None: what is left of the budget). Estimated on an H100:
+#: Seconds a step may take at most (None for what is left of the budget), estimated on an H100 as
 #: tests 2-3 min, the short demo 1.5-2 min, the benchmark 2-3 min.
 STEP_LIMITS = {"tests": 210.0, "demo": 180.0, "benchmark": None}
 #: Seconds between SIGTERM and SIGKILL to the process group of a step that ran out of time.
 KILL_GRACE = 5.0
+#: The benchmark step's cases, in the order they run.
 BENCHMARK_CASES = "channel_dot,rcnn_training,rcnn_inference,classifier,trunk"
-#: gpu-check's pretraining recipe for the demo: make demo's (se_detectron/demo.py) with 4 epochs
+#: gpu-check's pretraining recipe for the demo, make demo's (se_detectron/demo.py) with 4 epochs
 #: (1 of warmup) instead of 16 (2) and 4 loader workers (the GPU machine has 16 cores); the
 #: appended flags override the demo's (argparse keeps the last value).
 DEMO_PRETRAIN_ARGS = " ".join(DEMO_RECIPE) + " --epochs 4 --lr-warmup-epochs 1 --workers 4"
-#: gpu-check's fine-tuning overrides for the demo: 600 iterations instead of 1600.
+#: gpu-check's fine-tuning overrides for the demo, 600 iterations instead of 1600.
 DEMO_FINETUNE_OPTS = ("SOLVER.MAX_ITER", "600", "DATALOADER.NUM_WORKERS", "4")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -259,7 +260,7 @@ def _demo_lines(report: Dict) -> List[str]:
 
 
 def format_markdown(report: Dict) -> str:
-    """The report as markdown (the README's GPU table is pasted from it)."""
+    """The report as markdown (the GPU table of docs/notes/benchmarks.md is pasted from it)."""
     env = report["environment"]
     lines = [
         "# gpu-check",

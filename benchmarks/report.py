@@ -51,7 +51,7 @@ def environment(device: torch.device) -> Dict[str, object]:
         "se_detectron": __version__,
         "mkldnn": torch.backends.mkldnn.is_available(),
         "dtype": "float32",
-        # Allocator and threading settings change CPU timings (see docs/performance.md).
+        # Allocator and threading settings change CPU timings (see docs/notes/benchmarks.md).
         "env": {
             k: v for k, v in os.environ.items() if k in _RELEVANT_ENV or k.startswith("MALLOC_")
         },

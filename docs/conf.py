@@ -77,6 +77,8 @@ autodoc_mock_imports = [
 
 # -- HTML ------------------------------------------------------------------------------------------
 html_theme = "furo"
+# code blocks without a language (file trees, layer diagrams) are shown as they are
+highlight_language = "none"
 html_title = f"se_detectron {release}"
 html_static_path = []
 html_show_sourcelink = False
@@ -152,8 +154,10 @@ def _home(dotted):
 
 
 def _public_bases(app, name, obj, options, bases):
-    """Leave private mixins (``_SEResidualJoin``) out of a class's "Bases:" line."""
-    bases[:] = [b for b in bases if not getattr(b, "__name__", "").startswith("_")]
+    """Leave ``object`` and private mixins (``_SEResidualJoin``) out of a class's "Bases:" line."""
+    bases[:] = [
+        b for b in bases if b is not object and not getattr(b, "__name__", "_").startswith("_")
+    ]
 
 
 def setup(app):

@@ -43,13 +43,13 @@ __all__ = [
     "same_value",
 ]
 
-#: Config keys that were renamed: old dotted key -> new one. The old key is still accepted (with a
+#: Config keys that were renamed, old dotted key -> new one. The old key is still accepted (with a
 #: FutureWarning naming the new key) in config files, command-line overrides and checkpoints'
 #: configs merged through :func:`merge_config_file`, :func:`merge_config_opts`,
 #: :func:`get_se_cfg` and :func:`rename_deprecated_keys`.
 RENAMED_KEYS = {"MODEL.SE.CPU_ROI_ALIGN": "MODEL.CPU_ROI_ALIGN"}
 
-#: The shipped configs: inside the package (as Detectron2's model_zoo configs), so that an installed
+#: The shipped configs, inside the package (as Detectron2's model_zoo configs) so that an installed
 #: wheel has them; the checkout's top-level ``configs/`` is a symlink to this folder.
 CONFIG_ROOT = Path(__file__).resolve().parent / "configs"
 

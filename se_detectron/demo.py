@@ -63,11 +63,11 @@ DEMO_PRETRAIN_ARGS = (
     "--batch-size 64 --lr 0.04 --lr-scheduler cosine --random-resize-min-scale 0.5",
     "--lr-warmup-epochs 2 --lr-warmup-decay 0.1",
     "--label-smoothing 0.1 --epochs 16 --workers 0",
-    # NHWC convolutions: 26 s/epoch instead of 35-42 on the 2-core AMD EPYC (docs/performance.md)
+    # NHWC convolutions: 26 s/epoch instead of 35-42 on a 2-core AMD EPYC (docs/notes/benchmarks.md)
     "--channels-last",
 )
-#: glibc malloc settings for the stage processes: never serve allocations by mmap, never trim
-#: (PyTorch's usual CPU advice, as jemalloc/tcmalloc through LD_PRELOAD)
+#: glibc malloc settings for the stage processes, never to serve allocations by mmap and never to
+#: trim (PyTorch's usual CPU advice, as jemalloc/tcmalloc through LD_PRELOAD).
 MALLOC_TUNABLES = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=68719476736"
 # the folder holding the se_detectron package (a checkout, or site-packages for a wheel)
 _PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -161,6 +161,7 @@ class DemoPlan:
                 str(self.num_pictures),
                 "--output",
                 self.path("predictions"),
+                "--overwrite",  # a stage that reruns replaces its pictures
                 "--opts",
                 "MODEL.WEIGHTS",
                 os.path.join(finetune_dir, "model_final.pth"),
@@ -188,7 +189,7 @@ def stage_environment(environ: Dict[str, str], **extra: str) -> Dict[str, str]:
     (``GLIBC_TUNABLES`` or ``LD_PRELOAD`` set).
 
     By default glibc returns large freed blocks to the system and faults them in again on the
-    next iteration: the demo took 22 million minor page faults (docs/performance.md, "Where the
+    next iteration: the demo took 22 million minor page faults (docs/notes/benchmarks.md, "Where the
     demo's time goes").
 
     Args:

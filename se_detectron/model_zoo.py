@@ -52,9 +52,9 @@ def get(config_path: str, trained: bool = False, device: Optional[str] = None):
 
     As Detectron2's, ``trained=False`` loads the config's ``MODEL.WEIGHTS`` (LazyConfig:
     ``train.init_checkpoint``; for the COCO configs: the converted ImageNet trunk,
-    ``pretrained/*.pkl``, see docs/weights.md) and leaves the rest randomly initialized; a config
-    whose weights are empty gives a random model. A missing weights file is an error naming it
-    (for a random model from any config: ``build_model(get_config(path))`` or
+    ``pretrained/*.pkl``, see docs/tutorials/weights.md) and leaves the rest randomly
+    initialized; a config whose weights are empty gives a random model. A missing weights file is
+    an error naming it (for a random model from any config: ``build_model(get_config(path))`` or
     ``instantiate(get_config(path).model)``). Nothing is downloaded.
 
     Args:

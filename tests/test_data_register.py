@@ -434,3 +434,78 @@ def test_mapper_other_errors_unchanged(tmp_path, mapper):
     with pytest.raises(ValueError, match="Mismatched image shape") as e:  # Detectron2's own
         mapper({"file_name": path, "height": 31, "width": 40})
     assert not isinstance(e.value, ImageReadError)
+
+
+def _gray16(path, values):
+    """A 16-bit grayscale PNG (PIL mode I;16) with the given uint16 pixel values."""
+    Image.fromarray(np.asarray(values, dtype=np.uint16)).save(path)
+    with Image.open(path) as image:
+        assert image.mode == "I;16"
+
+
+def test_mapper_scales_16_bit_images_by_their_bit_depth(tmp_path, mapper):
+    values = np.zeros((30, 40), dtype=np.uint16)
+    values[:, 10:20], values[:, 20:30], values[:, 30:] = 257, 32768, 65535
+    path = str(tmp_path / "depth.png")
+    _gray16(path, values)
+    out = mapper({"file_name": path, "image_id": 1, "height": 30, "width": 40})
+    image = out["image"].numpy()
+    assert out["file_name"] == path and image.shape == (3, 30, 40)
+    # every channel: 0, 1, 128, 255 (65535 -> 255, 32768 -> round(127.5) = 128); not all white
+    expected = np.repeat([0, 1, 128, 255], 10)[None, :].repeat(30, 0)
+    assert all((image[c] == expected).all() for c in range(3))
+    # an 8-bit image is read exactly as Detectron2 reads it
+    eight = str(tmp_path / "ok.png")
+    _image(eight, (40, 30))
+    from detectron2.data.detection_utils import read_image as detectron2_read_image
+
+    read = mapper({"file_name": eight, "image_id": 2, "height": 30, "width": 40})["image"]
+    assert (read.numpy() == detectron2_read_image(eight, "BGR").transpose(2, 0, 1)).all()
+
+
+def test_mapper_float_image_is_an_image_read_error(tmp_path, mapper):
+    path = str(tmp_path / "float.tif")
+    Image.fromarray(np.full((30, 40), 0.5, dtype=np.float32)).save(path)
+    with pytest.raises(ImageReadError, match=r"float.tif'.*floating-point image \(PIL mode F\)"):
+        mapper({"file_name": path, "image_id": 1, "height": 30, "width": 40})
+
+
+def test_coco_only_crowd_annotations_is_an_error(tmp_path):
+    crowd = [dict(_ann(1, 1, 1), iscrowd=1), dict(_ann(2, 2, 1), iscrowd=1)]
+    json_file, image_root = _coco(tmp_path, [{"id": 1, "name": "person"}], crowd)
+    register_coco_dataset("crowd_only", json_file, image_root)
+    with pytest.raises(DatasetConfigError) as e:
+        DatasetCatalog.get("crowd_only")
+    assert str(e.value) == (
+        f"COCO dataset 'crowd_only': '{json_file}' has no usable annotations (2 are crowd regions "
+        "(iscrowd 1), which mark areas to ignore) for its 2 images: nothing to train or evaluate "
+        "on."
+    )
+    # one ordinary annotation beside the crowd regions: loads (crowd regions kept for Detectron2)
+    json_file, image_root = _coco(tmp_path, [{"id": 1, "name": "person"}], crowd + [_ann(3, 1, 1)],
+                                  name="mixed.json")  # fmt: skip
+    register_coco_dataset("crowd_and_one", json_file, image_root)
+    assert sum(len(d["annotations"]) for d in DatasetCatalog.get("crowd_and_one")) == 3
+
+
+def test_read_image_equals_detectron2s_for_8_bit_images(tmp_path):
+    from detectron2.data.detection_utils import read_image as detectron2_read_image
+
+    from se_detectron.data.image_io import read_image
+
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)
+    rotated = Image.fromarray(pixels)
+    exif = rotated.getexif()
+    exif[0x0112] = 6  # EXIF orientation: rotate 90 degrees when shown
+    rotated.save(tmp_path / "rotated.jpg", exif=exif)
+    Image.fromarray(pixels).convert("P", palette=Image.Palette.ADAPTIVE).save(tmp_path / "p.png")
+    Image.fromarray(pixels[:, :, 0]).save(tmp_path / "gray.png")
+    for name in ("rotated.jpg", "p.png", "gray.png"):
+        for fmt in ("BGR", "RGB", "L"):
+            ours, theirs = (
+                read_image(str(tmp_path / name), fmt),
+                detectron2_read_image(str(tmp_path / name), fmt),
+            )
+            assert ours.shape == theirs.shape and (ours == theirs).all(), (name, fmt)
+    assert read_image(str(tmp_path / "rotated.jpg")).shape == (40, 30, 3)

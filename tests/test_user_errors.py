@@ -18,7 +18,7 @@ from detectron2.data import DatasetCatalog
 from detectron2.layers import ShapeSpec
 from PIL import Image
 
-from se_detectron.checkpoint import SEDetectionCheckpointer
+from se_detectron.checkpoint import SEDetectionCheckpointer, WeightsFileError, load_weights_file
 from se_detectron.config import CONFIG_ROOT, get_se_cfg
 from se_detectron.convert import cli as convert_cli
 from se_detectron.data import register_coco_dataset
@@ -74,6 +74,7 @@ def files(tmp_path_factory):
     f["wrong_size"] = _coco(root / "wrong_size.json", wrong, anns)
     degenerate = anns + [dict(anns[0], id=77, bbox=[30, 12, -8, 20])]
     f["degenerate"] = _coco(root / "degenerate.json", images, degenerate)
+    f["crowd"] = _coco(root / "crowd.json", images, [dict(a, iscrowd=1) for a in anns])
 
     torch.save({"model": {"w": torch.zeros(4096)}}, root / "good.pth")
     data = (root / "good.pth").read_bytes()
@@ -81,6 +82,8 @@ def files(tmp_path_factory):
     (root / "empty.pth").write_bytes(b"")
     (root / "empty.pkl").write_bytes(b"")
     (root / "trunc.pkl").write_bytes(b"\x80\x04\x95\x10\x00\x00\x00")
+    # a pickle header announcing a frame of 2**60 bytes: the unpickler raises MemoryError
+    (root / "huge_frame.pkl").write_bytes(b"\x80\x04\x95" + (2**60).to_bytes(8, "little") + b"}.")
     (root / "random.pth").write_bytes(os.urandom(300).replace(b"\x80", b"\x00"))
     # a plain ResNet: no SE units
     torch.save(torchvision.models.resnet18().state_dict(), root / "resnet18.pth")
@@ -202,12 +205,20 @@ PROBES = [
     ("truncated-pkl-weights", "train_net",
      lambda f, t: train_args(f, t / "o", "MODEL.WEIGHTS", str(f["root"] / "trunc.pkl")), None,
      r"MODEL.WEIGHTS '.*trunc.pkl' cannot be read: it is truncated"),
+    ("huge-frame-pkl-weights", "train_net",
+     lambda f, t: train_args(f, t / "o", "MODEL.WEIGHTS", str(f["root"] / "huge_frame.pkl")),
+     None, r"MODEL.WEIGHTS '.*huge_frame.pkl' is truncated or damaged: its pickle header "
+     r"announces a frame of 1152921504606846976 bytes, but the file has 13 bytes"),
     ("empty-pkl-weights", "train_net",
      lambda f, t: train_args(f, t / "o", "MODEL.WEIGHTS", str(f["root"] / "empty.pkl")), None,
      r"MODEL.WEIGHTS '.*empty.pkl' is empty"),
     ("coco-no-annotations", "train_net",
      lambda f, t: train_args(f, t / "o", dataset="no_ann"), None,
      r"COCO dataset 'probe_no_ann': '.*no_ann.json' has no usable annotations"),
+    ("coco-only-crowd", "train_net",
+     lambda f, t: train_args(f, t / "o", dataset="crowd"), None,
+     r"COCO dataset 'probe_crowd': '.*crowd.json' has no usable annotations \(3 are crowd "
+     r"regions \(iscrowd 1\), which mark areas to ignore\) for its 3 images"),
     ("coco-wrong-size", "train_net", lambda f, t: train_args(f, t / "o", dataset="wrong_size"),
      None, r"COCO dataset 'probe_wrong_size': the width/height in '.*wrong_size.json' must be "
      r"those of the image files .*'1.png' is 64x64 \(json: 128x64\); 1 of 3 images differ"),
@@ -360,6 +371,18 @@ def _no_space(real_save, after):
         return real_save(obj, f, *args, **kwargs)
 
     return save
+
+
+def test_out_of_memory_while_loading_weights_names_the_file(tmp_path):
+    path = tmp_path / "w.pth"
+    torch.save({"model": {}}, path)
+
+    def load(_):
+        raise MemoryError
+
+    with pytest.raises(WeightsFileError, match=r"MODEL.WEIGHTS '.*w.pth' cannot be read: .*"
+                       r"ran out of memory \(MemoryError\)"):  # fmt: skip
+        load_weights_file(str(path), load, "MODEL.WEIGHTS")
 
 
 def test_disk_full_keeps_the_previous_checkpoint(tmp_path, monkeypatch, capsys):

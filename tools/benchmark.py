@@ -3,7 +3,7 @@
 
     python tools/benchmark.py --output output/benchmark/benchmark.json
 
-See the README's "Performance" section; the harness is benchmarks/ (beside tools/, in a checkout;
+See docs/notes/benchmarks.md; the harness is benchmarks/ (beside tools/, in a checkout;
 not part of the installed package), run with the checkout on sys.path.
 """
 

@@ -1,5 +1,7 @@
 #!/usr/bin/env python
-"""Convert pretrained SE weights (ours, timm, Cadene) into a Detectron2 .pkl; see docs/weights.md.
+"""Convert pretrained SE weights (ours, timm, Cadene) into a Detectron2 .pkl.
+
+See docs/tutorials/weights.md.
 
     python tools/convert_pretrained.py se_resnet50-ce0d4300.pth pretrained/SE-R-50.pkl
 

@@ -7,7 +7,7 @@ Runs from a checkout with any interpreter that has the requirements (requirement
 torch, torchvision, Detectron2 and its runtime packages, pytest, timm), without `make setup` and
 without installing se_detectron: the checkout is put on sys.path (and on the steps' PYTHONPATH).
 Missing packages are listed in one line before anything runs (exit 2).
-See benchmarks/gpu_check.py and the README's "Performance on a GPU".
+See benchmarks/gpu_check.py and docs/notes/benchmarks.md, "On a GPU".
 """
 
 import importlib.util
@@ -33,7 +33,7 @@ if __name__ == "__main__":
     if missing:
         print(
             f"error: gpu-check: this Python ({sys.executable}) lacks {', '.join(missing)}: "
-            "install requirements/*.txt into it, or see README 'Performance on a GPU'",
+            "install requirements/*.txt into it, or see docs/notes/benchmarks.md, 'On a GPU'",
             file=sys.stderr,
         )
         sys.exit(2)

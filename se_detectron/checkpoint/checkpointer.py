@@ -49,8 +49,8 @@ logger = logging.getLogger(__name__)
 
 _FIX = (
     "Fix: load SE-pretrained weights (convert them with tools/convert_pretrained.py, see "
-    "docs/weights.md) with MODEL.WEIGHTS, or set MODEL.BACKBONE.FREEZE_AT 0 to train every "
-    "layer from its random initialization."
+    "docs/tutorials/weights.md) with MODEL.WEIGHTS, or set MODEL.BACKBONE.FREEZE_AT 0 to train "
+    "every layer from its random initialization."
 )
 
 
@@ -250,12 +250,13 @@ class SEDetectionCheckpointer(DetectionCheckpointer):
 
         Args:
             path: a local path or URL; ``""`` loads nothing (training from scratch).
-            *args, **kwargs: as ``DetectionCheckpointer.load`` (``checkpointables``).
+            *args: as ``DetectionCheckpointer.load``.
+            **kwargs: as ``DetectionCheckpointer.load`` (``checkpointables``).
 
         Raises:
             FileNotFoundError: naming ``MODEL.WEIGHTS`` and the path.
-            BackboneShapeMismatchError: see :meth:`_load_model`.
-            FrozenRandomInitError: see :meth:`_load_model`.
+            BackboneShapeMismatchError: a backbone tensor of another shape (the key, both shapes).
+            FrozenRandomInitError: a frozen parameter or buffer the checkpoint does not provide.
         """
         if path:
             parsed = urlparse(path)

@@ -4,8 +4,10 @@ An empty, truncated or foreign file given as ``MODEL.WEIGHTS``, as a converter i
 pretraining checkpoint makes ``torch.load`` / ``pickle.load`` raise ``EOFError``,
 ``UnpicklingError``, a zip ``RuntimeError`` or PyTorch's long ``weights_only`` text.
 :func:`load_weights_file` checks the file first (present, not empty, a PyTorch zip archive with
-its central directory, a pickle or a safetensors file) and turns what the loader still raises into
-one :class:`WeightsFileError` that names the file.
+its central directory, a pickle whose first frame fits in the file, or a safetensors file) and
+turns what the loader still raises into one :class:`WeightsFileError` that names the file. A
+damaged pickle can announce a frame of exabytes: the unpickler would try to allocate it and
+raise ``MemoryError``.
 """
 
 import os
@@ -29,6 +31,8 @@ _READ_ERRORS = (
     UnicodeDecodeError,
 )
 _PICKLE_PROTOCOL = b"\x80"  # protocols 2-5 start with PROTO; torch's legacy format is a pickle
+_PICKLE_FRAME = 0x95  # protocols 4-5: FRAME, then the frame's length (8 bytes, little-endian)
+_FRAMED_HEAD = 11  # PROTO, its version, FRAME, the length
 _ZIP_MAGIC = b"PK\x03\x04"
 
 
@@ -45,8 +49,8 @@ def check_weights_file(path: str, what: str = "weights file") -> None:
 
     Raises:
         FileNotFoundError: if ``path`` does not exist.
-        WeightsFileError: if it is empty, a truncated zip archive, or neither a PyTorch, pickle
-            nor safetensors file.
+        WeightsFileError: if it is empty, a truncated zip archive, a pickle whose first frame
+            is longer than the file, or neither a PyTorch, pickle nor safetensors file.
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{what} {path!r} does not exist")
@@ -56,7 +60,17 @@ def check_weights_file(path: str, what: str = "weights file") -> None:
     if path.endswith(".safetensors"):
         return
     with open(path, "rb") as f:
-        head = f.read(4)
+        head = f.read(_FRAMED_HEAD)
+    framed = len(head) == _FRAMED_HEAD and head[2] == _PICKLE_FRAME
+    if framed and head.startswith(_PICKLE_PROTOCOL):
+        frame = int.from_bytes(head[3:], "little")
+        if frame > size - _FRAMED_HEAD:
+            raise WeightsFileError(
+                f"{what} {path!r} is truncated or damaged: its pickle header announces a frame "
+                f"of {frame} bytes, but the file has {size} bytes: save or copy it again"
+            )
+        return
+    head = head[:4]
     if head == _ZIP_MAGIC:
         if not zipfile.is_zipfile(path):
             raise WeightsFileError(
@@ -87,6 +101,11 @@ def load_weights_file(path: str, load: Callable[[str], Any], what: str = "weight
         return load(path)
     except SEDetectronError:
         raise
+    except MemoryError:
+        raise WeightsFileError(
+            f"{what} {path!r} cannot be read: loading its {os.path.getsize(path)} bytes ran out "
+            "of memory (MemoryError): the file is damaged, or larger than this machine's memory"
+        ) from None
     except _READ_ERRORS as e:
         first_line = (str(e).strip().splitlines() or [""])[0][:200]
         raise WeightsFileError(

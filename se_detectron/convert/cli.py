@@ -4,7 +4,7 @@ Reads our own pretraining checkpoints (tools/pretrain_imagenet.py), timm ``seres
 ``seresnext*`` / ``senet154`` weights (ResNet-D ``...d`` / ``...t`` / ``...aa...`` included) and
 Cadene ``pretrainedmodels`` / timm ``legacy_*`` SENets (.pth/.pt or .safetensors), writes a
 Detectron2-loadable .pkl with the trunk's parameter names, and prints the config the weights
-require (it is also stored in the .pkl). See docs/weights.md.
+require (it is also stored in the .pkl). See docs/tutorials/weights.md.
 
 Run it as ``se-convert-pretrained``, ``python -m se_detectron convert_pretrained`` or
 ``python tools/convert_pretrained.py``. Examples::

@@ -43,7 +43,11 @@ class ConversionResult:
         config: the config values the weights require (dotted keys).
         notes: assumptions and remarks.
         weights_key: where the weights were in the input (``"model"``, ``"model_ema"``, ...).
-        input_path / output_path / config_path: files involved (when converting files).
+        input_path: the file converted (when converting files).
+        output_path: the ``.pkl`` written.
+        config_path: the config written (``write_config``).
+        base_config: the ``_BASE_`` of that config.
+        base_differences: the values of ``config`` that differ from ``base_config``.
     """
 
     source: str
@@ -164,7 +168,7 @@ def convert_checkpoint(
         write_config: if given, write a leaf YAML config there (``_BASE_: base_config``,
             ``MODEL.WEIGHTS: output_path`` and the required values).
         base_config: the config to inherit from; also the reference for
-            :attr:`ConversionResult.base_differences`. Required with ``write_config``.
+            ``ConversionResult.base_differences``. Required with ``write_config``.
         arch: see :func:`convert_state_dict`. None: the ``"architecture"`` of a timm
             ``config.json`` next to the input (as the Hugging Face hub stores timm models), if
             there is one.

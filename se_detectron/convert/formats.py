@@ -43,7 +43,8 @@ class ConversionError(SEDetectronError, ValueError):
     """A checkpoint that cannot be converted to the SE trunk, with the reason."""
 
 
-# name -> one-line description (printed in errors and by tools/convert_pretrained.py).
+#: Source format name -> one-line description (printed in errors and by
+#: ``tools/convert_pretrained.py``).
 SOURCE_FORMATS: Dict[str, str] = {
     "se_detectron": "se_detectron pretraining checkpoint (stem.*, res2.*..res5.*, linear.*)",
     "timm": "timm resnet.py SE-ResNet/SE-ResNeXt/SENet-154 (conv1, bn1, layer1.0.se.fc1, fc)",

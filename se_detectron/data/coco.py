@@ -1,7 +1,8 @@
 """COCO instances json files as Detectron2 datasets, checked before they are trained on.
 
 The json's structure, the existence and sizes of its images and its usable annotations are
-checked once per process (:mod:`.coco_checks` reads image sizes and finds degenerate boxes);
+checked once per process (:mod:`.coco_checks` reads image sizes and finds degenerate boxes and
+crowd regions: a file of crowd regions only has nothing to train on);
 every problem is a :class:`~se_detectron.data.register.DatasetConfigError` naming the entry, key
 or path.
 """
@@ -12,7 +13,12 @@ import os
 
 from detectron2.data.datasets import load_coco_json
 
-from .coco_checks import check_image_sizes, degenerate_boxes, drop_degenerate_boxes
+from .coco_checks import (
+    check_image_sizes,
+    crowd_annotations,
+    degenerate_boxes,
+    drop_degenerate_boxes,
+)
 from .register import DatasetConfigError, _require, register_once
 
 __all__ = ["register_coco_dataset"]
@@ -22,8 +28,8 @@ logger = logging.getLogger(__name__)
 
 def _validate_coco_json(json_file, image_root, what):
     """Check that ``json_file`` is COCO instances json whose images exist under ``image_root``
-    with the sizes it gives, and that it has annotations; returns the ids of its degenerate
-    boxes (width or height <= 0)."""
+    with the sizes it gives, and that it has annotations to train on (not all crowd regions or
+    degenerate boxes); returns the ids of its degenerate boxes (width or height <= 0)."""
     try:
         with open(json_file) as f:
             data = json.load(f)
@@ -93,8 +99,18 @@ def _validate_coco_json(json_file, image_root, what):
             f"images are missing under image root '{image_root}')."
         )
     degenerate = degenerate_boxes(data["annotations"])
-    if len(degenerate) == len(data["annotations"]):
-        dropped = f" ({len(degenerate)} have a bbox of width or height <= 0)" if degenerate else ""
+    crowd = crowd_annotations(data["annotations"])
+    if len(degenerate) + len(crowd) == len(data["annotations"]):
+        # Detectron2 trains on no crowd region and COCOeval ignores them: its loader would stop
+        # with "AssertionError: No valid data found"
+        reasons = []
+        if crowd:
+            reasons.append(
+                f"{len(crowd)} are crowd regions (iscrowd 1), which mark areas to ignore"
+            )
+        if degenerate:
+            reasons.append(f"{len(degenerate)} have a bbox of width or height <= 0")
+        dropped = f" ({'; '.join(reasons)})" if reasons else ""
         raise DatasetConfigError(
             f"{what}: '{json_file}' has no usable annotations{dropped} for its "
             f"{len(data['images'])} images: nothing to train or evaluate on."

@@ -12,7 +12,13 @@ from typing import Dict, List, Sequence, Tuple
 
 from PIL import Image
 
-__all__ = ["check_image_sizes", "degenerate_boxes", "drop_degenerate_boxes", "image_size"]
+__all__ = [
+    "check_image_sizes",
+    "crowd_annotations",
+    "degenerate_boxes",
+    "drop_degenerate_boxes",
+    "image_size",
+]
 
 _EXIF_ORIENTATION = 0x0112
 _TRANSPOSED = (5, 6, 7, 8)  # EXIF orientations that swap width and height
@@ -64,6 +70,11 @@ def check_image_sizes(images: Sequence[Dict], image_root: str, max_shown: int = 
     if count:
         shown.append(f"{count} of {len(images)} images differ")
     return shown
+
+
+def crowd_annotations(annotations: Sequence[Dict]) -> List:
+    """Ids of the crowd annotations (``iscrowd`` 1): regions to ignore, no training target."""
+    return [ann["id"] for ann in annotations if ann.get("iscrowd", 0)]
 
 
 def degenerate_boxes(annotations: Sequence[Dict]) -> List:

@@ -1,5 +1,7 @@
 """Register every dataset a config names: ``DATASETS.REGISTER_COCO`` / ``REGISTER_VOC`` entries
-(:mod:`.coco`, :mod:`.voc`) and the bundled synthetic datasets (:mod:`.synthetic`)."""
+(:mod:`~se_detectron.data.coco`, :mod:`~se_detectron.data.voc`) and the bundled synthetic datasets
+(:mod:`.synthetic`).
+"""
 
 import os
 

@@ -1,7 +1,8 @@
 """The dataset catalogue: registering a name once, and the errors for names a config gets wrong.
 
-COCO json files are registered by :mod:`.coco`, Pascal VOC folders by :mod:`.voc`; the config
-entries that name them are parsed by :mod:`.from_config`.
+COCO json files are registered by :mod:`~se_detectron.data.coco`, Pascal VOC folders by
+:mod:`~se_detectron.data.voc`; the config entries that name them are parsed by
+:mod:`.from_config`.
 
 User datasets are registered from the config, without code. Add the keys with
 :func:`se_detectron.add_se_config`, list the datasets in the config::

@@ -24,7 +24,13 @@ from urllib.parse import urlparse
 
 from detectron2.config import instantiate
 from detectron2.data import build_detection_train_loader
-from detectron2.engine import SimpleTrainer, create_ddp_model, default_writers, hooks
+from detectron2.engine import (
+    AMPTrainer,
+    SimpleTrainer,
+    create_ddp_model,
+    default_writers,
+    hooks,
+)
 from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.utils import comm
 from detectron2.utils.registry import locate
@@ -32,7 +38,7 @@ from omegaconf import OmegaConf
 
 from ..checkpoint import FrozenRandomInitError, SEDetectionCheckpointer, frozen_state_keys
 from ..data import prepare_dataset
-from .amp import SEAMPTrainer
+from ..utils.optim import unscale_before_step
 from .heartbeat import naming_stopped_ranks, start_heartbeat
 from .lazy_config import LazyConfigError, converted_config_view, dataset_names
 from .preemption import PreemptionHook
@@ -175,9 +181,9 @@ class SELazyTrainer:
             fixes the data order; otherwise it is drawn and saved with the checkpoints.
 
     Attributes:
-        trainer: Detectron2's ``SimpleTrainer``, or with ``train.amp.enabled``
-            :class:`~se_detectron.engine.amp.SEAMPTrainer` (its ``AMPTrainer``, clipping unscaled
-            gradients).
+        trainer: Detectron2's ``SimpleTrainer``, or with ``train.amp.enabled`` its
+            ``AMPTrainer``; an optimizer whose ``step`` clips gets unscaled gradients
+            (:func:`~se_detectron.utils.optim.unscale_before_step`).
         checkpointer: the :class:`SEDetectionCheckpointer` (model, optimizer, iteration, hooks,
             every process's data and random states).
         train_loader: the :class:`~se_detectron.engine.resume.ResumableTrainLoader`.
@@ -192,7 +198,7 @@ class SELazyTrainer:
         model.to(cfg.train.device)
         logger.info(f"Model:\n{model}")
         cfg.optimizer.params.model = model
-        optimizer = instantiate(cfg.optimizer)
+        optimizer = unscale_before_step(instantiate(cfg.optimizer))
         seed = OmegaConf.select(cfg, "train.seed", default=-1)
         loader = build_lazy_train_loader(
             cfg.dataloader.train, seed=seed if seed is not None and seed >= 0 else None
@@ -201,7 +207,7 @@ class SELazyTrainer:
         self.process_states = ProcessStates(loader)
         self.batch_size = int(cfg.dataloader.train.total_batch_size)
         model = create_lazy_ddp_model(model, cfg)
-        trainer_class = SEAMPTrainer if cfg.train.amp.enabled else SimpleTrainer
+        trainer_class = AMPTrainer if cfg.train.amp.enabled else SimpleTrainer
         self.trainer = trainer_class(model, loader, optimizer)
         self.trainer.run_step = _naming_stopped_ranks(self.trainer.run_step)
         self.checkpointer = SEDetectionCheckpointer(

@@ -10,10 +10,11 @@ gradient clipping (``SOLVER.CLIP_GRADIENTS``).
 Both use PyTorch's fused kernels (``fused=True``: one kernel for all parameters) when every
 parameter is a floating-point tensor on the CPU or a CUDA device. The update is the same
 (tests compare it with the per-parameter implementation); only the step's time changes (about
-3x faster on CPU; measurements in docs/notes/benchmarks.md, "Fused optimizer steps"). Under float16
-AMP, a fused kernel unscales the gradients itself, after Detectron2's clipping has run; the AMP
-trainers (:class:`~se_detectron.engine.amp.SEAMPTrainer`) therefore unscale them before the
-step when clipping is on.
+3x faster on CPU; measurements in docs/notes/benchmarks.md, "Fused optimizer steps"). Under
+float16 AMP a fused kernel unscales the gradients itself, which would be after Detectron2's
+clipping has run; with clipping on, the optimizer therefore leaves the unscaling to
+``GradScaler``, before its ``step`` (:func:`~se_detectron.utils.optim.unscale_before_step`), so
+any ``GradScaler`` loop clips the true gradients.
 """
 
 import torch
@@ -21,7 +22,7 @@ from detectron2.solver import get_default_optimizer_params
 from detectron2.solver.build import maybe_add_gradient_clipping
 
 from ..errors import SEDetectronError
-from ..utils.optim import fused_kernel_args
+from ..utils.optim import fused_kernel_args, unscale_before_step
 
 __all__ = [
     "OPTIMIZERS",
@@ -47,7 +48,8 @@ def build_optimizer(cfg, model: torch.nn.Module) -> torch.optim.Optimizer:
     Returns:
         torch.optim.Optimizer: SGD as Detectron2 builds it (its parameter groups, momentum,
         Nesterov, weight decay), or AdamW with the same groups; optionally wrapped with
-        Detectron2's gradient clipping; fused kernels when
+        Detectron2's gradient clipping (which a ``GradScaler`` lets see unscaled gradients:
+        :func:`se_detectron.utils.optim.unscale_before_step`); fused kernels when
         :func:`se_detectron.utils.optim.fused_kernel_args` allows.
 
     Raises:
@@ -92,4 +94,4 @@ def build_optimizer(cfg, model: torch.nn.Module) -> torch.optim.Optimizer:
             weight_decay=cfg.SOLVER.WEIGHT_DECAY,
             **kernel,
         )
-    return maybe_add_gradient_clipping(cfg, optimizer)
+    return unscale_before_step(maybe_add_gradient_clipping(cfg, optimizer))

@@ -235,7 +235,7 @@ def cpu_threads_per_process(num_processes, cores=None, environ=None):
 
     Every PyTorch process starts as many threads as there are cores; N CPU training processes
     then run N x cores threads that spin against each other (26x slower, measured in
-    docs/performance.md, "CPU threads and loader workers"). Like ``torchrun`` (which sets
+    docs/notes/benchmarks.md, "CPU threads and loader workers"). Like ``torchrun`` (which sets
     ``OMP_NUM_THREADS=1``), the cores are split between the processes unless the user set
     ``OMP_NUM_THREADS``.
 

@@ -23,6 +23,7 @@ from typing import Sequence, Union
 import torch
 from detectron2.data import build_detection_test_loader, get_detection_dataset_dicts
 from detectron2.engine import (
+    AMPTrainer,
     DefaultTrainer,
     SimpleTrainer,
     TrainerBase,
@@ -36,7 +37,7 @@ from ..checkpoint import SEDetectionCheckpointer, check_no_frozen_random_init
 from ..data import SafeDatasetMapper
 from ..evaluation import build_evaluator
 from ..modeling.roi_align_choice import apply_cpu_roi_align
-from .amp import SEAMPTrainer
+from ..utils.optim import unscale_before_step
 from .heartbeat import naming_stopped_ranks, start_heartbeat
 from .optimizer import SolverConfigError, build_optimizer
 from .preemption import PreemptionHook
@@ -153,7 +154,7 @@ class SETrainer(DefaultTrainer):
     """The training loop of ``tools/train_net.py``; same interface as ``DefaultTrainer``.
 
     Args:
-        cfg: a frozen config made by :func:`se_detectron.engine.setup`.
+        cfg: a frozen config made by :func:`se_detectron.engine.train_net.setup`.
     """
 
     def __init__(self, cfg):
@@ -165,7 +166,8 @@ class SETrainer(DefaultTrainer):
         cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
 
         model = self.build_model(cfg)
-        optimizer = self.build_optimizer(cfg, model)
+        # also for a subclass's build_optimizer: a step that clips gets unscaled gradients
+        optimizer = unscale_before_step(self.build_optimizer(cfg, model))
         data_loader = self.build_train_loader(cfg)
         self.train_loader = data_loader
         self.process_states = ProcessStates(data_loader)
@@ -179,8 +181,7 @@ class SETrainer(DefaultTrainer):
         if cfg.SOLVER.AMP.ENABLED:
             precision = amp_precision(cfg)
             scaler = torch.amp.GradScaler("cuda", enabled=precision == torch.float16)
-            # SEAMPTrainer: gradient clipping sees unscaled gradients with the fused optimizer
-            self._trainer = SEAMPTrainer(
+            self._trainer = AMPTrainer(
                 model, data_loader, optimizer, grad_scaler=scaler, precision=precision
             )
         else:

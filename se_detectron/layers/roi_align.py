@@ -37,6 +37,7 @@ __all__ = [
     "use_separable_roi_align",
 ]
 
+#: The values of ``MODEL.CPU_ROI_ALIGN``.
 CPU_ROI_ALIGN_CHOICES = ("torchvision", "separable")
 # Largest intermediate ``(rois * pooled_h) x (C * W)`` product, in elements, built at once.
 _MAX_CHUNK_ELEMENTS = 1 << 24

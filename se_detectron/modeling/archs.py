@@ -116,13 +116,14 @@ ARCHS.update(
     }
 )
 
+#: The architecture names, in table order.
 ARCH_NAMES = tuple(ARCHS)
 BASIC_ARCHS = ("se_resnet18", "se_resnet34")
 
 #: Architecture name -> the timm model (``timm.create_model`` name) with the same layers and
 #: parameter count. Their weights convert with ``tools/convert_pretrained.py``, which also accepts
 #: these names for ``--arch``. ``se_resnet18/34`` are not listed: timm's round their SE widths up to
-#: multiples of 8 (see docs/weights.md).
+#: multiples of 8 (see docs/tutorials/weights.md).
 TIMM_MODEL_NAMES: Dict[str, str] = {
     name: name.replace("se_", "se", 1) for name in ARCH_NAMES if name not in BASIC_ARCHS
 }

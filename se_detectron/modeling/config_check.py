@@ -32,14 +32,15 @@ __all__ = [
     "se_trunk_options",
 ]
 
+#: The values of ``MODEL.SE.POSITION`` (paper Fig. 5 and Table 15).
 SE_POSITIONS = ("standard", "pre", "post", "identity", "3x3")
-# A basic block (ResNet-18/34) has no 3x3 conv between two 1x1 convs.
+#: The positions a basic block (ResNet-18/34) takes, which has no 3x3 conv between two 1x1 convs.
 BASIC_SE_POSITIONS = ("standard", "pre", "post", "identity")
 SE_STAGE_NAMES = ("res2", "res3", "res4", "res5")
 SE_STEMS = ("basic", "deep")
 BASIC_DEPTHS = (18, 34)
 
-#: Blocks per stage of each ``MODEL.RESNETS.DEPTH``: 18/34 are basic (two-conv) blocks and
+#: Blocks per stage of each ``MODEL.RESNETS.DEPTH``. 18/34 are basic (two-conv) blocks and
 #: 50/101/152 bottleneck blocks (ResNet paper Table 1, as Detectron2); 26, 200 and 269 are the
 #: deeper/shallower bottleneck ResNets of timm's ``seresnext26d``/``seresnet200d``/``269d``.
 NUM_BLOCKS_PER_STAGE = {

@@ -17,10 +17,11 @@ from torch.nn import functional as F
 
 __all__ = ["STEM_POOLS", "DeepStem", "PooledBasicStem", "stem_pool"]
 
-#: How a stem downsamples after its convs. ``"max"`` (3x3/2 max-pool, padding 1: Detectron2,
-#: torchvision, timm), ``"max_ceil"`` (3x3/2, no padding, ``ceil_mode=True``: the released Caffe
-#: SENets and their Cadene / timm ``legacy_*`` ports) and ``"avg"`` (2x2/2 average pooling in ceil
-#: mode: timm's anti-aliased ``aa_layer=nn.AvgPool2d`` models, which floor; equal on even sizes).
+#: How a stem downsamples after its convs.
+#: ``"max"`` (3x3/2 max-pool, padding 1: Detectron2, torchvision, timm), ``"max_ceil"`` (3x3/2, no
+#: padding, ``ceil_mode=True``: the released Caffe SENets and their Cadene / timm ``legacy_*``
+#: ports) and ``"avg"`` (2x2/2 average pooling in ceil mode: timm's anti-aliased
+#: ``aa_layer=nn.AvgPool2d`` models, which floor; equal on even sizes).
 STEM_POOLS = ("max", "max_ceil", "avg")
 
 

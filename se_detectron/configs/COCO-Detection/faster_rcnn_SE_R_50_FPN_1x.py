@@ -1,7 +1,7 @@
 # LazyConfig of COCO-Detection/faster_rcnn_SE_R_50_FPN_1x.yaml: Faster R-CNN, SE-ResNet-50-FPN,
 # 1x schedule (90k iterations at 16 images), in the style of Detectron2's
 # COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x.py. train.init_checkpoint is the ImageNet trunk
-# converted by tools/convert_pretrained.py (see docs/weights.md); nothing is downloaded.
+# converted by tools/convert_pretrained.py (see docs/tutorials/weights.md); nothing is downloaded.
 from detectron2.model_zoo import get_config
 
 from ..common.data.coco_rgb import dataloader
