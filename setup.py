@@ -17,6 +17,7 @@ HERE = Path(__file__).resolve().parent
 CONSOLE_SCRIPTS = [
     "se-train-net = se_detectron.engine.train_net:cli",
     "se-lazy-train-net = se_detectron.engine.lazy_train_net:cli",
+    "se-submit-train = se_detectron.engine.submit:cli",
     "se-pretrain-imagenet = se_detectron.pretrain.train:cli",
     "se-convert-pretrained = se_detectron.convert.cli:cli",
     "se-predict = se_detectron.engine.predict:cli",
@@ -64,7 +65,10 @@ setup(
         "tabulate>=0.8",
     ],
     extras_require={
+        # tools/submit_train.py (SLURM jobs with requeue on preemption)
+        "slurm": ["submitit>=1.5"],
         "dev": [
+            "submitit>=1.5",
             "pytest>=7",
             "ruff>=0.5",
             "timm>=0.9",

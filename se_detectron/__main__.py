@@ -21,6 +21,11 @@ TOOLS = {
         "se-lazy-train-net",
         "train / evaluate a LazyConfig (python config) detector",
     ),
+    "submit_train": (
+        "se_detectron.engine.submit:cli",
+        "se-submit-train",
+        "submit train_net / lazy_train_net to SLURM (submitit, requeue on preemption)",
+    ),
     "pretrain_imagenet": (
         "se_detectron.pretrain.train:cli",
         "se-pretrain-imagenet",

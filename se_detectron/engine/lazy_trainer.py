@@ -4,10 +4,13 @@ Detectron2's ``tools/lazyconfig_train_net.py`` loop (``SimpleTrainer`` / ``AMPTr
 hooks, every object instantiated from the config) with what :class:`~se_detectron.engine.SETrainer`
 adds on the yacs path:
 
-* exact ``--resume``: the train loader's sampler is a
-  :class:`~se_detectron.engine.resume.ResumableTrainingSampler` and the random states are saved
-  with every checkpoint (:class:`~se_detectron.engine.resume.RNGStates`), so a resumed run sees
-  the same images, augmentations and dropout as one that never stopped;
+* exact ``--resume`` for any number of processes and loader workers: ``dataloader.train`` is
+  built as a :class:`~se_detectron.engine.resume.ResumableTrainLoader` and every process's data
+  position, aspect-ratio groups and random states are saved with every checkpoint
+  (:class:`~se_detectron.engine.resume.ProcessStates`), so a resumed run sees the same images,
+  augmentations and dropout as one that never stopped;
+* preemption (``SIGTERM`` / ``SIGUSR1``: a checkpoint after the current iteration) and a
+  stopped process named when a collective times out, as on the yacs path;
 * atomic checkpoints and strict trunk loading
   (:class:`~se_detectron.checkpoint.SEDetectionCheckpointer`), a missing
   ``train.init_checkpoint`` or frozen layers left random are errors naming the key;
@@ -20,6 +23,7 @@ import os
 from urllib.parse import urlparse
 
 from detectron2.config import instantiate
+from detectron2.data import build_detection_train_loader
 from detectron2.engine import (
     AMPTrainer,
     SimpleTrainer,
@@ -35,9 +39,16 @@ from omegaconf import OmegaConf
 from ..checkpoint import FrozenRandomInitError, SEDetectionCheckpointer, frozen_state_keys
 from ..data import prepare_dataset
 from ..utils.optim import unscale_before_step
+from .heartbeat import naming_stopped_ranks, start_heartbeat
 from .lazy_config import LazyConfigError, converted_config_view, dataset_names
-from .resume import ResumableTrainingSampler, RNGStates
-from .trainer import PlotCurvesHook
+from .preemption import PreemptionHook
+from .resume import (
+    ProcessStateCheckpointer,
+    ProcessStates,
+    build_resumable_train_loader,
+    preserved_rng,
+)
+from .trainer import PlotCurvesHook, resume_data_or_warn
 
 __all__ = [
     "converted_weights_check",
@@ -82,33 +93,40 @@ def converted_weights_check(cfg) -> dict:
 
 
 def build_lazy_train_loader(loader_cfg, seed=None):
-    """Instantiate ``dataloader.train`` with a :class:`ResumableTrainingSampler`.
+    """Instantiate ``dataloader.train`` as a resumable loader.
 
-    The config's call (Detectron2's ``build_detection_train_loader``) gets the instantiated
-    dataset, the resumable sampler and a seed for the loader's generator (otherwise creating its
-    iterator draws from the global torch RNG and a resumed run would diverge).
+    The config's call must be Detectron2's ``build_detection_train_loader``; its arguments
+    (``dataset``, ``mapper``, ``total_batch_size``, ``aspect_ratio_grouping``, ``num_workers``,
+    ``collate_fn``, more ``DataLoader`` arguments) build a
+    :class:`~se_detectron.engine.resume.ResumableTrainLoader`.
 
     Args:
         loader_cfg: ``cfg.dataloader.train``: a call with ``dataset`` and no ``sampler``.
-        seed: the shuffle seed; None draws one (shared by all processes, saved with checkpoints).
+        seed: the shuffle and augmentation seed; None draws one (shared by all processes,
+            saved with checkpoints).
 
     Returns:
-        tuple: the data loader and its sampler.
+        ResumableTrainLoader: the loader.
 
     Raises:
-        LazyConfigError: if the config sets ``dataloader.train.sampler``.
+        LazyConfigError: if the config sets ``dataloader.train.sampler`` or calls another
+            function than ``build_detection_train_loader``.
     """
     if loader_cfg.get("sampler") is not None:
         raise LazyConfigError(
             "dataloader.train.sampler is set, but se-lazy-train-net provides the sampler (a "
-            "resumable TrainingSampler, for exact --resume): remove it from the config"
+            "resumable stream, for exact --resume): remove it from the config"
         )
     target = loader_cfg._target_
     target = locate(target) if isinstance(target, str) else target
+    if target is not build_detection_train_loader:
+        raise LazyConfigError(
+            f"dataloader.train._target_ is {getattr(target, '__qualname__', target)!r}: "
+            "se-lazy-train-net builds the training loader itself from the arguments of "
+            "detectron2.data.build_detection_train_loader (for exact --resume); use that call"
+        )
     kwargs = {k: instantiate(loader_cfg[k]) for k in loader_cfg if k not in ("_target_", "sampler")}
-    sampler = ResumableTrainingSampler(len(kwargs["dataset"]), seed=seed)
-    loader = target(sampler=sampler, seed=sampler.seed + comm.get_rank(), **kwargs)
-    return loader, sampler
+    return build_resumable_train_loader(seed=seed, **kwargs)
 
 
 def create_lazy_ddp_model(model, cfg):
@@ -143,6 +161,16 @@ def do_test(cfg, model):
     return results
 
 
+def _naming_stopped_ranks(run_step):
+    """``run_step`` with a timed-out collective reported as the process that stopped."""
+
+    def wrapped():
+        with naming_stopped_ranks():
+            run_step()
+
+    return wrapped
+
+
 class SELazyTrainer:
     """Train the ``model`` of a LazyConfig; exact resume, atomic checkpoints, CPU DDP.
 
@@ -157,8 +185,9 @@ class SELazyTrainer:
             ``AMPTrainer``; an optimizer whose ``step`` clips gets unscaled gradients
             (:func:`~se_detectron.utils.optim.unscale_before_step`).
         checkpointer: the :class:`SEDetectionCheckpointer` (model, optimizer, iteration, hooks,
-            sampler seed, random states).
-        train_sampler: the :class:`ResumableTrainingSampler`.
+            every process's data and random states).
+        train_loader: the :class:`~se_detectron.engine.resume.ResumableTrainLoader`.
+        process_states: its :class:`~se_detectron.engine.resume.ProcessStates`.
         start_iter: the first iteration :meth:`train` runs (set by :meth:`resume_or_load`).
         last_eval_results: the last evaluation's results, or None.
     """
@@ -171,35 +200,40 @@ class SELazyTrainer:
         cfg.optimizer.params.model = model
         optimizer = unscale_before_step(instantiate(cfg.optimizer))
         seed = OmegaConf.select(cfg, "train.seed", default=-1)
-        loader, self.train_sampler = build_lazy_train_loader(
+        loader = build_lazy_train_loader(
             cfg.dataloader.train, seed=seed if seed is not None and seed >= 0 else None
         )
+        self.train_loader = loader
+        self.process_states = ProcessStates(loader)
         self.batch_size = int(cfg.dataloader.train.total_batch_size)
         model = create_lazy_ddp_model(model, cfg)
         trainer_class = AMPTrainer if cfg.train.amp.enabled else SimpleTrainer
         self.trainer = trainer_class(model, loader, optimizer)
+        self.trainer.run_step = _naming_stopped_ranks(self.trainer.run_step)
         self.checkpointer = SEDetectionCheckpointer(
             model,
             cfg.train.output_dir,
             **converted_weights_check(cfg),
             trainer=self.trainer,
-            train_sampler=self.train_sampler,
-            rng_states=RNGStates(),
+            process_states=self.process_states,
         )
+        start_heartbeat(cfg.train.output_dir, comm.get_rank(), comm.get_world_size())
         self.start_iter = 0
         self.last_eval_results = None
         self.trainer.register_hooks(self.build_hooks())
 
     def build_hooks(self):
-        """Detectron2's lazy-training hooks plus ``curves.png`` (``PlotCurvesHook``)."""
+        """Detectron2's lazy-training hooks (the checkpointer on every process, gathering each
+        process's state), ``curves.png`` (``PlotCurvesHook``) and, last, the preemption check."""
         cfg, main = self.cfg, comm.is_main_process()
         output_dir = cfg.train.output_dir
+        checkpoint_hook = ProcessStateCheckpointer(
+            self.checkpointer, process_states=self.process_states, **cfg.train.checkpointer
+        )
         return [
             hooks.IterationTimer(),
             hooks.LRScheduler(scheduler=instantiate(cfg.lr_multiplier)),
-            hooks.PeriodicCheckpointer(self.checkpointer, **cfg.train.checkpointer)
-            if main
-            else None,
+            checkpoint_hook,
             hooks.EvalHook(cfg.train.eval_period, self._evaluate),
             hooks.PeriodicWriter(
                 default_writers(output_dir, cfg.train.max_iter), period=cfg.train.log_period
@@ -209,6 +243,7 @@ class SELazyTrainer:
             PlotCurvesHook(
                 output_dir, (cfg.train.checkpointer.get("period", 0), cfg.train.eval_period)
             ),
+            PreemptionHook(checkpoint_hook),
         ]
 
     def register_hooks(self, hook_list):
@@ -216,14 +251,16 @@ class SELazyTrainer:
         self.trainer.register_hooks(hook_list)
 
     def _evaluate(self):
-        self.last_eval_results = do_test(self.cfg, self.trainer.model)
+        with preserved_rng():  # evaluation leaves the training random states alone
+            self.last_eval_results = do_test(self.cfg, self.trainer.model)
         return self.last_eval_results
 
     def resume_or_load(self, resume: bool = True) -> None:
         """Load ``train.init_checkpoint``, or with ``resume`` the last checkpoint of the run.
 
-        After a resume the sampler skips the images already used and the random states are
-        those saved with the checkpoint.
+        After a resume every process continues its data stream, aspect-ratio groups and random
+        states from the checkpoint (a checkpoint of another number of processes: inexactly,
+        with one warning).
 
         Raises:
             FileNotFoundError: if ``train.init_checkpoint`` is a missing local file.
@@ -246,7 +283,7 @@ class SELazyTrainer:
         self.start_iter = self.trainer.iter + 1 if resuming else 0
         if resuming:
             logger.info(f"Resuming from iteration {self.start_iter}")
-        self.train_sampler.set_start(self.start_iter * self.batch_size)
+            resume_data_or_warn(self.process_states, self.start_iter, self.batch_size)
 
     def train(self):
         """Run iterations ``start_iter`` .. ``train.max_iter - 1``; returns the last results."""

@@ -5,16 +5,30 @@ Usage is Detectron2's (``--config-file``, ``--resume``, ``--eval-only``, ``--num
 ``--register-coco`` / ``--register-voc`` to train or evaluate on a dataset given by its files.
 On a machine without GPUs, ``--num-gpus N`` starts N CPU processes that train together with
 DistributedDataParallel over gloo.
+
+Processes started by ``torchrun`` or ``srun`` join the group their launcher made (``env://``,
+:mod:`se_detectron.utils.distributed`) instead of starting a launcher of their own. ``SIGTERM``
+and ``SIGUSR1`` end training after the current iteration with a checkpoint and exit status
+:data:`~se_detectron.engine.preemption.PREEMPTED_EXIT_STATUS` (the ``--num-gpus`` launcher
+forwards them to its processes); ``--dist-timeout`` bounds how long processes wait for one that
+stopped, which is then named in one ``error:`` line.
 """
 
+import contextlib
+import ctypes
 import logging
+import multiprocessing
 import os
+import signal
+import sys
+from datetime import timedelta
 
 import torch
 from detectron2.engine import default_argument_parser, default_setup, launch
 from detectron2.evaluation import verify_results
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
+from torch.multiprocessing import ProcessExitedException
 from yacs.config import CfgNode
 
 from ..checkpoint import SEDetectionCheckpointer
@@ -32,11 +46,20 @@ from ..data import (
 )
 from ..errors import USER_ERRORS, SEDetectronError, exit_on_user_error
 from ..utils import atomic_write_json
-from ..utils.run_dir import prepare_run_dir
+from ..utils.distributed import join_launcher_group, launcher_environment
+from ..utils.run_dir import RunDirError, prepare_run_dir
+from .heartbeat import CollectiveFailure, as_collective_failure, set_collective_timeout
+from .preemption import (
+    PREEMPTED_EXIT_STATUS,
+    PREEMPTION_SIGNALS,
+    TrainingPreempted,
+    install_preemption_handlers,
+)
 from .trainer import SETrainer
 
 __all__ = [
     "CHECKPOINT_PATTERNS",
+    "STOPPED_PROCESS_EXIT_STATUS",
     "USER_ERRORS",
     "UserError",
     "argument_parser",
@@ -54,6 +77,9 @@ logger = logging.getLogger("se_detectron")
 
 #: The files of a training run that --overwrite would replace and --resume continues.
 CHECKPOINT_PATTERNS = ("last_checkpoint", "model_*.pth")
+
+#: Exit status of a multi-process run ended because one process stopped responding.
+STOPPED_PROCESS_EXIT_STATUS = 1
 
 
 class UserError(SEDetectronError):
@@ -98,6 +124,14 @@ def argument_parser(epilog=None):
         "(for jobs that are restarted; plain --resume with nothing to resume is an error)",
     )
     parser.add_argument(
+        "--dist-timeout",
+        type=float,
+        default=1800.0,
+        metavar="SECONDS",
+        help="how long the processes of a multi-process run wait for one that stopped before "
+        "the job ends with one line naming it (default 1800, Detectron2's 30 minutes)",
+    )
+    parser.add_argument(
         "--overwrite",
         action="store_true",
         help="start a new run in an OUTPUT_DIR that holds the checkpoints of an earlier run "
@@ -123,7 +157,7 @@ def _merge(cfg, args):
 
 
 def _check_batch_size(cfg, args):
-    world_size = args.num_gpus * args.num_machines if args.num_gpus else args.num_machines
+    world_size = comm.get_world_size()
     batch = cfg.SOLVER.IMS_PER_BATCH
     if batch < 1 or batch % max(world_size, 1):
         raise UserError(
@@ -144,16 +178,28 @@ def prepare_output_dir(output_dir, args, key="OUTPUT_DIR"):
     """
     if args.eval_only:
         return
-    args.resume = prepare_run_dir(
-        output_dir,
-        checkpoint_patterns=CHECKPOINT_PATTERNS,
-        resume_file="last_checkpoint",
-        resume=args.resume,
-        resume_if_possible=args.resume_if_possible,
-        overwrite=args.overwrite,
-        key=key,
-        main_process=comm.is_main_process(),
-    )
+    error = None
+    try:
+        args.resume = prepare_run_dir(
+            output_dir,
+            checkpoint_patterns=CHECKPOINT_PATTERNS,
+            resume_file="last_checkpoint",
+            resume=args.resume,
+            resume_if_possible=args.resume_if_possible,
+            overwrite=args.overwrite,
+            key=key,
+            main_process=comm.is_main_process(),
+        )
+    except RunDirError as e:
+        error = e
+    if comm.get_world_size() > 1:
+        # the main process alone locks the folder: all processes end if one of them fails,
+        # and one of them (the main one, else the first that failed) says why
+        failed = [i for i, bad in enumerate(comm.all_gather(error is not None)) if bad]
+        if failed and comm.get_rank() != failed[0]:
+            raise SystemExit(2)
+    if error is not None:
+        raise error
 
 
 def setup(args) -> CfgNode:
@@ -277,34 +323,134 @@ def run_reporting_errors(main_fn, args):
         main_fn: the tool's ``main(args)``.
         args: the parsed arguments (``num_gpus`` is read).
     """
-    threads = None if torch.cuda.is_available() else cpu_threads_per_process(args.num_gpus)
+    local = comm.get_local_size() if comm.get_world_size() > 1 else args.num_gpus
+    threads = None if torch.cuda.is_available() else cpu_threads_per_process(local)
     if threads is not None:
         torch.set_num_threads(threads)
         if comm.get_rank() == 0:
             print(
-                f"[se_detectron] {args.num_gpus} CPU training processes on {os.cpu_count()} "
+                f"[se_detectron] {local} CPU training processes on {os.cpu_count()} "
                 f"cores: {threads} torch thread(s) each (set OMP_NUM_THREADS to choose)",
                 flush=True,
             )
-    return exit_on_user_error(main_fn, args)
+    install_preemption_handlers(PREEMPTION_SIGNALS + tuple(getattr(args, "preemption_signals", ())))
+    set_collective_timeout(args.dist_timeout)
+    try:
+        return exit_on_user_error(main_fn, args)
+    except (TrainingPreempted, CollectiveFailure, Exception) as e:
+        # an error of a hook's after_train (run after the loop stopped) hides the cause
+        cause = _first_in_chain(e, (TrainingPreempted, CollectiveFailure, RuntimeError))
+        if isinstance(cause, RuntimeError):
+            cause = as_collective_failure(cause, comm.get_rank(), comm.get_world_size())
+        if isinstance(cause, CollectiveFailure):
+            _report_stopped(cause)
+        if not isinstance(cause, TrainingPreempted):
+            raise
+        if comm.is_main_process():
+            print(f"[se_detectron] {cause.message()}", file=sys.stderr, flush=True)
+        raise SystemExit(PREEMPTED_EXIT_STATUS) from None
+
+
+def _first_in_chain(exc, types):
+    """``exc`` or the first exception it was raised from or during that is one of ``types``."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, types):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def _report_stopped(failure: CollectiveFailure):
+    if failure.reporter:
+        print(f"error: {failure}", file=sys.stderr, flush=True)
+    failure.end_stopped_local_processes()
+    sys.stderr.flush()
+    os._exit(STOPPED_PROCESS_EXIT_STATUS)  # a clean exit would wait on the stopped process
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Ask Linux to send this process SIGTERM when the launcher that started it dies (then it
+    saves and exits like a preempted run) instead of leaving it running as an orphan."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux
+        return
+    if os.getppid() != parent_pid:  # the launcher died before prctl
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _launched_process(parent_pid, main_fn, args):
+    _die_with_parent(parent_pid)
+    return run_reporting_errors(main_fn, args)
+
+
+def _forward_to_children(signum, frame):
+    for child in multiprocessing.active_children():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child.pid, signum)
 
 
 def launch_reporting_errors(main_fn, args):
-    """Detectron2's ``launch`` of :func:`run_reporting_errors` in ``--num-gpus`` processes.
+    """Run :func:`run_reporting_errors` in every process of the job.
+
+    * Started by ``torchrun`` or ``srun`` with several processes: join the group the launcher
+      made (``env://``) and run here.
+    * Otherwise Detectron2's ``launch`` starts ``--num-gpus`` processes per machine; this
+      process forwards ``SIGTERM``/``SIGUSR1`` to them, they end when it dies, and it exits
+      with their status (2: user error, 75: preempted, 1: a process stopped).
 
     Args:
         main_fn: the tool's ``main(args)`` (a module-level function: it is pickled for spawn).
         args: the parsed arguments (``num_gpus``, ``num_machines``, ``machine_rank``,
-            ``dist_url``).
+            ``dist_url``, ``dist_timeout``).
+
+    Raises:
+        SystemExit: with the status of the processes.
     """
-    launch(
-        run_reporting_errors,
-        args.num_gpus,
-        num_machines=args.num_machines,
-        machine_rank=args.machine_rank,
-        dist_url=args.dist_url,
-        args=(main_fn, args),
-    )
+    if args.dist_timeout <= 0:
+        exit_on_user_error(_raise, UserError(f"--dist-timeout {args.dist_timeout}: must be > 0"))
+    timeout = timedelta(seconds=args.dist_timeout)
+    launch_env = launcher_environment()
+    if launch_env is not None and launch_env.world_size > 1:
+        if args.num_gpus > 1 or args.num_machines > 1:
+            exit_on_user_error(
+                _raise,
+                UserError(
+                    f"started by {launch_env.launcher} as process {launch_env.rank} of "
+                    f"{launch_env.world_size}, but --num-gpus {args.num_gpus} --num-machines "
+                    f"{args.num_machines} asks for another launcher: drop --num-gpus / "
+                    "--num-machines (the launcher starts the processes)"
+                ),
+            )
+        _die_with_parent(os.getppid())  # torchrun's agent: no orphan if it is killed
+        join_launcher_group(launch_env, timeout=timeout)
+        return run_reporting_errors(main_fn, args)
+    if args.num_gpus * args.num_machines <= 1:
+        return run_reporting_errors(main_fn, args)
+    for signum in PREEMPTION_SIGNALS:
+        signal.signal(signum, _forward_to_children)
+    try:
+        launch(
+            _launched_process,
+            args.num_gpus,
+            num_machines=args.num_machines,
+            machine_rank=args.machine_rank,
+            dist_url=args.dist_url,
+            args=(os.getpid(), main_fn, args),
+            timeout=timeout,
+        )
+    except ProcessExitedException as e:
+        # the processes printed why (an error: line, or the preemption line)
+        if e.exit_code in (2, PREEMPTED_EXIT_STATUS, STOPPED_PROCESS_EXIT_STATUS):
+            raise SystemExit(e.exit_code) from None
+        raise
+
+
+def _raise(exc):
+    raise exc
 
 
 def cli(argv=None):

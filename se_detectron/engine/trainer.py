@@ -1,8 +1,12 @@
 """Detectron2's DefaultTrainer with what SE detection training needs on top.
 
 * atomic checkpoints and load guards (:class:`~se_detectron.checkpoint.SEDetectionCheckpointer`);
-* exact ``--resume``: the data order and random states continue where the run stopped
+* exact ``--resume`` for any number of processes and loader workers: every process's data
+  position, aspect-ratio groups and random states continue where the run stopped
   (:mod:`se_detectron.engine.resume`);
+* preemption: ``SIGTERM`` / ``SIGUSR1`` end training after the current iteration with a
+  checkpoint (:mod:`se_detectron.engine.preemption`); a stopped process is named when a
+  collective times out (:mod:`se_detectron.engine.heartbeat`);
 * COCO box evaluation with a selectable COCOeval engine (:mod:`se_detectron.evaluation`);
 * image-read errors that name the file (:class:`~se_detectron.data.SafeDatasetMapper`);
 * multi-process training on CPU (gloo) as well as GPU;
@@ -17,11 +21,7 @@ import weakref
 from typing import Sequence, Union
 
 import torch
-from detectron2.data import (
-    build_detection_test_loader,
-    build_detection_train_loader,
-    get_detection_dataset_dicts,
-)
+from detectron2.data import build_detection_test_loader, get_detection_dataset_dicts
 from detectron2.engine import (
     AMPTrainer,
     DefaultTrainer,
@@ -38,11 +38,24 @@ from ..data import SafeDatasetMapper
 from ..evaluation import build_evaluator
 from ..modeling.roi_align_choice import apply_cpu_roi_align
 from ..utils.optim import unscale_before_step
+from .heartbeat import naming_stopped_ranks, start_heartbeat
 from .optimizer import SolverConfigError, build_optimizer
-from .resume import ResumableTrainingSampler, RNGStates
+from .preemption import PreemptionHook
+from .resume import (
+    ProcessStateCheckpointer,
+    ProcessStates,
+    build_resumable_train_loader,
+    preserved_rng,
+)
 from .training_curves import plot_training_curves
 
-__all__ = ["AMP_PRECISIONS", "PlotCurvesHook", "SETrainer", "amp_precision"]
+__all__ = [
+    "AMP_PRECISIONS",
+    "PlotCurvesHook",
+    "SETrainer",
+    "amp_precision",
+    "resume_data_or_warn",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +103,26 @@ class PlotCurvesHook(hooks.HookBase):
         self._plot()
 
 
+def resume_data_or_warn(process_states, start_iter: int, total_batch_size: int) -> None:
+    """After a resume: if the checkpoint could not give every process its own data and random
+    states (written by another number of processes), restart the data stream at
+    ``start_iter * total_batch_size`` and say once what is not exact.
+
+    Args:
+        process_states: the trainer's :class:`~se_detectron.engine.resume.ProcessStates`.
+        start_iter: the iteration training continues at.
+        total_batch_size: images per iteration over all processes.
+    """
+    exact = process_states.exact
+    if comm.get_world_size() > 1:
+        exact = all(comm.all_gather(exact))
+    if exact:
+        return
+    process_states.loader.stream.start_at(start_iter * total_batch_size)
+    if comm.is_main_process():
+        logger.warning(process_states.inexact_resume_message(start_iter))
+
+
 AMP_PRECISIONS = {"float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -135,7 +168,9 @@ class SETrainer(DefaultTrainer):
         model = self.build_model(cfg)
         # also for a subclass's build_optimizer: a step that clips gets unscaled gradients
         optimizer = unscale_before_step(self.build_optimizer(cfg, model))
-        data_loader, self.train_sampler = self.build_train_loader_and_sampler(cfg)
+        data_loader = self.build_train_loader(cfg)
+        self.train_loader = data_loader
+        self.process_states = ProcessStates(data_loader)
         # Detectron2's create_ddp_model; CPU (gloo) processes must not get device_ids
         on_cuda = cfg.MODEL.DEVICE.startswith("cuda")
         model = create_ddp_model(
@@ -158,9 +193,9 @@ class SETrainer(DefaultTrainer):
             cfg.OUTPUT_DIR,
             cfg=cfg,
             trainer=weakref.proxy(self),
-            train_sampler=self.train_sampler,
-            rng_states=RNGStates(),
+            process_states=self.process_states,
         )
+        start_heartbeat(cfg.OUTPUT_DIR, comm.get_rank(), comm.get_world_size())
         self.start_iter = 0
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.cfg = cfg
@@ -169,9 +204,9 @@ class SETrainer(DefaultTrainer):
     def resume_or_load(self, resume: bool = True):
         """Load ``MODEL.WEIGHTS``, or with ``resume`` the last checkpoint of ``OUTPUT_DIR``.
 
-        After a resume, the sampler skips the images the interrupted run already used and the
-        random states are those saved with the checkpoint, so the run continues as if it had
-        never stopped.
+        After a resume every process continues its data stream, aspect-ratio groups and random
+        states from the checkpoint, so the run continues as if it had never stopped. A
+        checkpoint of another number of processes continues inexactly (one warning says so).
         """
         resuming = resume and self.checkpointer.has_checkpoint()
         if not resuming and not self.cfg.MODEL.WEIGHTS:
@@ -179,11 +214,12 @@ class SETrainer(DefaultTrainer):
         super().resume_or_load(resume=resume)
         if resuming:
             logger.info(f"Resuming from iteration {self.start_iter}")
-        self.train_sampler.set_start(self.start_iter * self.cfg.SOLVER.IMS_PER_BATCH)
+            resume_data_or_warn(self.process_states, self.start_iter, self.cfg.SOLVER.IMS_PER_BATCH)
 
     def run_step(self):
         try:
-            super().run_step()
+            with naming_stopped_ranks():
+                super().run_step()
         except FloatingPointError as e:
             if "iteration" in str(e):
                 raise
@@ -205,14 +241,38 @@ class SETrainer(DefaultTrainer):
         return build_optimizer(cfg, model)
 
     def build_hooks(self):
-        ret = super().build_hooks()
+        """Detectron2's hooks, with the checkpointer run on every process (gathering each
+        process's state), evaluation that leaves the training random states alone, the curves
+        and, last, the preemption check."""
+        ret = [
+            h
+            for h in super().build_hooks()
+            if not isinstance(h, (hooks.PeriodicCheckpointer, hooks.EvalHook))
+        ]
+        checkpoint_hook = ProcessStateCheckpointer(
+            self.checkpointer, self.cfg.SOLVER.CHECKPOINT_PERIOD, self.process_states
+        )
+
+        def test_and_save_results():
+            with preserved_rng():
+                self._last_eval_results = self.test(self.cfg, self.model)
+            return self._last_eval_results
+
+        writers = [i for i, h in enumerate(ret) if isinstance(h, hooks.PeriodicWriter)]
+        at = writers[0] if writers else len(ret)
+        ret[at:at] = [
+            checkpoint_hook,
+            hooks.EvalHook(self.cfg.TEST.EVAL_PERIOD, test_and_save_results),
+        ]
         periods = (self.cfg.SOLVER.CHECKPOINT_PERIOD, self.cfg.TEST.EVAL_PERIOD)
         ret.append(PlotCurvesHook(self.cfg.OUTPUT_DIR, periods))
+        ret.append(PreemptionHook(checkpoint_hook))
         return ret
 
     @classmethod
-    def build_train_loader_and_sampler(cls, cfg):
-        """The training data loader and its :class:`ResumableTrainingSampler`."""
+    def build_train_loader(cls, cfg):
+        """The :class:`~se_detectron.engine.resume.ResumableTrainLoader` of ``DATASETS.TRAIN``
+        (Detectron2's ``build_detection_train_loader`` settings, resumable exactly)."""
         if cfg.DATALOADER.SAMPLER_TRAIN != "TrainingSampler":
             raise ValueError(
                 f"DATALOADER.SAMPLER_TRAIN={cfg.DATALOADER.SAMPLER_TRAIN!r} is not supported by "
@@ -223,21 +283,14 @@ class SETrainer(DefaultTrainer):
             filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS,
             proposal_files=cfg.DATASETS.PROPOSAL_FILES_TRAIN if cfg.MODEL.LOAD_PROPOSALS else None,
         )
-        sampler = ResumableTrainingSampler(len(dataset), seed=cfg.SEED if cfg.SEED >= 0 else None)
-        # A seeded generator for the DataLoader: otherwise creating its iterator (lazily, at the
-        # first batch) draws from the global torch RNG and a resumed run would diverge.
-        loader = build_detection_train_loader(
-            cfg,
+        return build_resumable_train_loader(
+            dataset,
             mapper=SafeDatasetMapper(cfg, True),
-            dataset=dataset,
-            sampler=sampler,
-            seed=sampler.seed + comm.get_rank(),
+            total_batch_size=cfg.SOLVER.IMS_PER_BATCH,
+            seed=cfg.SEED if cfg.SEED >= 0 else None,
+            aspect_ratio_grouping=cfg.DATALOADER.ASPECT_RATIO_GROUPING,
+            num_workers=cfg.DATALOADER.NUM_WORKERS,
         )
-        return loader, sampler
-
-    @classmethod
-    def build_train_loader(cls, cfg):
-        return cls.build_train_loader_and_sampler(cfg)[0]
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):

@@ -1,18 +1,20 @@
-"""Process-group helpers: ``torchrun`` (env://) or a single plain process.
+"""Process-group helpers: ``torchrun`` (env://), ``srun``, or a single plain process.
 
-Under ``torchrun --nproc_per_node N`` the environment carries ``RANK``, ``WORLD_SIZE`` and
-``LOCAL_RANK``; :func:`init_distributed` then joins the group with NCCL on CUDA devices and Gloo
-otherwise. Without those variables everything runs as rank 0 of a world of 1. Rank, world size,
-main-process test and barrier are Detectron2's :mod:`detectron2.utils.comm` (the same functions
-the detection trainer uses); this module only joins the ``torchrun`` group and sums tensors.
+Under ``torchrun --nproc_per_node N`` (or ``srun`` with several tasks) :func:`init_distributed`
+joins the launcher's group (:func:`se_detectron.utils.distributed.join_launcher_group`) with NCCL
+on CUDA devices and Gloo otherwise. Without those variables everything runs as rank 0 of a
+world of 1. Rank, world size, main-process test and barrier are Detectron2's
+:mod:`detectron2.utils.comm` (the same functions the detection trainer uses); this module only
+joins the launcher's group and sums tensors.
 """
 
-import os
 from typing import Optional
 
 import torch
 import torch.distributed as dist
 from detectron2.utils import comm
+
+from ..utils.distributed import join_launcher_group, launcher_environment
 
 __all__ = ["DistInfo", "all_reduce_sum", "cleanup_distributed", "init_distributed"]
 
@@ -74,22 +76,19 @@ def init_distributed(device: str, backend: Optional[str] = None) -> DistInfo:
         DistInfo: rank, world size, device and backend of this process.
     """
     dev = torch.device(device)
-    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+    launch_env = launcher_environment()
+    if launch_env is None:
         if dev.type == "cuda" and dev.index is not None:
             torch.cuda.set_device(dev)
         return DistInfo(0, 1, 0, dev, None)
 
-    rank = int(os.environ["RANK"])
-    world_size = int(os.environ["WORLD_SIZE"])
-    local_rank = int(os.environ.get("LOCAL_RANK", rank))
     if dev.type == "cuda":
-        dev = torch.device("cuda", local_rank)
+        dev = torch.device("cuda", launch_env.local_rank)
         torch.cuda.set_device(dev)
     if backend is None:
         backend = "nccl" if dev.type == "cuda" else "gloo"
-    if not dist.is_initialized():
-        dist.init_process_group(backend=backend, init_method="env://")
-    return DistInfo(rank, world_size, local_rank, dev, backend)
+    join_launcher_group(launch_env, backend)
+    return DistInfo(launch_env.rank, launch_env.world_size, launch_env.local_rank, dev, backend)
 
 
 def cleanup_distributed() -> None:

@@ -1,6 +1,6 @@
 """One snapshot of every random generator (Python, NumPy, torch CPU and CUDA).
 
-Used by the pretraining checkpoints (``"rng"``) and by the detection trainer's ``RNGStates``
+Used by the pretraining checkpoints (``"rng"``) and by the detection trainer's ``ProcessStates``
 checkpointable, so that both resume exactly. The states are plain tensors, numbers and tuples:
 they load with ``torch.load(weights_only=True)``.
 """

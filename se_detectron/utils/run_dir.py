@@ -9,15 +9,24 @@ Every training tool (``se-train-net``, ``se-lazy-train-net``, ``se-pretrain-imag
   scratch); resume-if-possible is a separate choice (``--resume-if-possible``, pretraining's
   ``--resume auto``);
 * a folder that cannot be written is an error naming it, before hours of training;
+* one run per folder: the main process holds a lock on ``OUTPUT_DIR/.run.lock`` (``flock``,
+  which dies with the process: a killed run never blocks its resume; the other processes and
+  machines of the run share the folder); a second run is an error naming the process that
+  holds it;
 * temporary files left by a save that was killed (ours only: the atomic checkpoint and marker
   writes) are removed.
 """
 
+import contextlib
+import fcntl
 import fnmatch
 import logging
 import os
 import re
+import socket
+import sys
 import tempfile
+import time
 from typing import Iterable, List
 
 from ..errors import SEDetectronError
@@ -26,6 +35,7 @@ __all__ = [
     "RunDirError",
     "check_writable",
     "existing_checkpoints",
+    "lock_run_dir",
     "prepare_run_dir",
     "remove_stale_temp_files",
 ]
@@ -99,6 +109,64 @@ def existing_checkpoints(output_dir: str, patterns: Iterable[str]) -> List[str]:
     )
 
 
+#: The lock file of a run folder.
+LOCK_FILE = ".run.lock"
+
+# folders locked by this process (real path -> file descriptor), kept open until it exits
+_locks = {}
+
+
+def _close_inherited_locks():
+    # a forked child (a data-loader worker) must not keep the lock alive after its parent died
+    for fd in _locks.values():
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _locks.clear()
+
+
+os.register_at_fork(after_in_child=_close_inherited_locks)
+
+
+def lock_run_dir(output_dir: str, key: str = "OUTPUT_DIR") -> None:
+    """Take the folder's run lock for this process (kept until the process ends).
+
+    The lock is ``flock`` on ``output_dir/.run.lock``: released by the kernel when the process
+    ends in any way (forked data-loader workers close their copy), and seen across machines on
+    NFS. The file names the holder (pid, host, command, start). Taking it again in the same
+    process does nothing.
+
+    Args:
+        output_dir: the run's folder (created if needed).
+        key: how the folder is named in messages.
+
+    Raises:
+        RunDirError: another process holds the lock; the message names it.
+    """
+    real = os.path.realpath(output_dir)
+    if real in _locks:
+        return
+    check_writable(output_dir, key)
+    path = os.path.join(output_dir, LOCK_FILE)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "another process"
+        os.close(fd)
+        raise RunDirError(
+            f"{key} {output_dir!r} is in use by another run: {holder}. Wait for it to end or "
+            f"stop it (a killed run releases the folder at once), or choose another {key}"
+        ) from None
+    command = " ".join(os.path.basename(a) if i == 0 else a for i, a in enumerate(sys.argv))
+    info = (
+        f"process {os.getpid()} on {socket.gethostname()} ({command[:300]}), started "
+        f"{time.strftime('%Y-%m-%d %H:%M:%S')}"
+    )
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, info.encode() + b"\n", 0)
+    _locks[real] = fd
+
+
 def check_writable(output_dir: str, key: str = "OUTPUT_DIR") -> None:
     """Create ``output_dir`` if needed and check that a file can be written in it.
 
@@ -144,20 +212,23 @@ def prepare_run_dir(
         key: how the folder is named in messages (``OUTPUT_DIR``, ``train.output_dir``, ...).
         resume_flag: how resuming is asked for, in messages.
         if_possible_flag: how resuming if possible is asked for, in messages.
-        main_process: only the main process writes and cleans up; others only decide.
+        main_process: only the main process locks the folder (:func:`lock_run_dir`), writes
+            and cleans up; others only decide.
 
     Returns:
         bool: True if the run continues the checkpoints in ``output_dir``.
 
     Raises:
-        RunDirError: checkpoints there without resume/overwrite, resume with none there, or a
-            folder that cannot be written.
+        RunDirError: checkpoints there without resume/overwrite, resume with none there, a
+            folder that cannot be written, or a folder in use by another run.
     """
     if overwrite and (resume or resume_if_possible):
         raise RunDirError(
             f"--overwrite and {resume_flag if resume else if_possible_flag} contradict each "
             "other: give one"
         )
+    if main_process:
+        lock_run_dir(output_dir, key)
     checkpoint_patterns = list(checkpoint_patterns)
     found = existing_checkpoints(output_dir, checkpoint_patterns)
     resumable = os.path.isfile(os.path.join(output_dir, resume_file))
