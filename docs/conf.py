@@ -93,7 +93,7 @@ nitpick_ignore_regex = [
         "py:.*",
         r"(torch|torchvision|numpy|np|detectron2|fvcore|yacs|omegaconf|argparse|os|pathlib"
         r"|typing|collections|enum|concurrent|subprocess|logging|PIL|nn|F|layers|detection_utils"
-        r"|comm|timm|onnx|onnxruntime|safetensors|matplotlib)(\..*)?",
+        r"|comm|timm|onnx|onnxruntime|safetensors|matplotlib|datetime|submitit)(\..*)?",
     ),
     # builtin and common type words of the Google-style "Args:" sections
     (

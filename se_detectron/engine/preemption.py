@@ -34,8 +34,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Exit status of a preempted run: a checkpoint of its last iteration was written and
-#: ``--resume-if-possible`` continues it (``EX_TEMPFAIL`` of sysexits.h: "try again later").
+#: The exit status of a preempted run. A checkpoint of its last iteration was written and
+#: ``--resume-if-possible`` continues it (``EX_TEMPFAIL`` of sysexits.h, "try again later").
 PREEMPTED_EXIT_STATUS = 75
 
 #: The signals that end training after the current iteration with a checkpoint.

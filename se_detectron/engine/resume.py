@@ -313,7 +313,7 @@ class ProcessStates:
     calls, see :class:`ProcessStateCheckpointer`) first gathers the states of all processes.
     On load each process takes its own; a checkpoint written by another number of processes
     (or without these states) cannot give each process its own, so the random states are kept,
-    the data stream restarts at ``iteration * total batch`` and :attr:`exact` is False.
+    the data stream restarts at ``iteration * total batch`` and ``exact`` is False.
 
     Args:
         loader: the process's :class:`ResumableTrainLoader`.
@@ -363,7 +363,7 @@ class ProcessStates:
             self.loader.stream.seed = int(ranks[0]["data"]["seed"])
 
     def inexact_resume_message(self, iteration: int) -> str:
-        """What an inexact resume (see :attr:`exact`) keeps and loses, in one sentence."""
+        """What an inexact resume (see ``exact``) keeps and loses, in one sentence."""
         world = comm.get_world_size()
         if self.saved_world_size is None:
             written = "a checkpoint without per-process data and random states"
