@@ -11,7 +11,7 @@ DEMO_DIR ?= output/demo
 # overrides for the fine-tuning: DEMO_ARGS="SOLVER.MAX_ITER 5000"
 DEMO_ARGS ?=
 
-.PHONY: setup demo test test-fast lint format clean benchmark gpu-check
+.PHONY: setup demo test test-fast test-distributed lint format clean benchmark gpu-check
 
 setup: $(STAMP)
 
@@ -38,9 +38,15 @@ benchmark: setup
 gpu-check: setup
 	$(PY) tools/gpu_check.py --output-dir output/gpu-check
 
-# Every test (CI runs this).
+# Every test but the multi-process interrupt-and-resume matrix (CI runs this).
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "not distributed"
+
+# The multi-process interrupt-and-resume matrix (tests/test_resume_distributed.py: --num-gpus,
+# torchrun, two localhost machines, submitit, SIGTERM / kill -9, yacs and LazyConfig; about 9 min
+# on 2 cores, which would take CI past its 20-minute budget).
+test-distributed: setup
+	$(PY) -m pytest -q -m distributed
 
 # The tests not marked slow (no training runs, no subprocesses of the tools): for a loop while
 # editing; `make test` still runs everything.

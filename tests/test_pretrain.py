@@ -275,6 +275,8 @@ def test_arch_table():
         "se_resnet50t", "se_resnetaa50d", "se_resnet152d", "se_resnet200d", "se_resnet269d",
         "se_resnext26d_32x4d", "se_resnext26t_32x4d", "se_resnext101d_32x8d",
         "se_resnextaa101d_32x8d",
+        # timm's ECA-ResNet-D models (the same SE layer with MODEL.SE.EXCITATION "eca")
+        "eca_resnet26t", "eca_resnet50d", "eca_resnet50t", "eca_resnet101d",
     }  # fmt: skip
     for name in ARCH_NAMES:
         cfg = apply_arch(get_se_cfg(), name)

@@ -31,6 +31,7 @@ MAX_ITER = 8
 
 pytestmark = [
     pytest.mark.slow,
+    pytest.mark.distributed,
     pytest.mark.skipif(torch.cuda.is_available(), reason="exercises the CPU (gloo) path"),
 ]
 

@@ -436,4 +436,9 @@ def test_c4_with_detectron2_res5_head_warns(caplog):
 
 
 def test_refused_runs_left_the_earlier_run_untouched(files):
-    assert sorted(os.listdir(files["root"] / "finished")) == ["last_checkpoint", "model_final.pth"]
+    # .run.lock is the finished run's own folder lock (kept, released by the kernel at its end)
+    assert sorted(os.listdir(files["root"] / "finished")) == [
+        ".run.lock",
+        "last_checkpoint",
+        "model_final.pth",
+    ]
