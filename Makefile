@@ -38,9 +38,13 @@ benchmark: setup
 gpu-check: setup
 	$(PY) tools/gpu_check.py --output-dir output/gpu-check
 
-# Every test but the multi-process interrupt-and-resume matrix (CI runs this).
+# Every test but the multi-process interrupt-and-resume matrix (CI runs this), in two pytest-xdist
+# workers: most tests wait on a tool's start-up (importing torch and Detectron2, one core) or a
+# tiny model, so two workers keep both cores busy; a test file stays on one worker (its module
+# fixtures run once). TEST_WORKERS=0 runs them in this process.
+TEST_WORKERS ?= 2
 test: setup
-	$(PY) -m pytest -q -m "not distributed"
+	$(PY) -m pytest -q -m "not distributed" $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
 # The multi-process interrupt-and-resume matrix (tests/test_resume_distributed.py: --num-gpus,
 # torchrun, two localhost machines, submitit, SIGTERM / kill -9, yacs and LazyConfig; about 9 min

@@ -70,6 +70,7 @@ setup(
         "dev": [
             "submitit>=1.5",
             "pytest>=7",
+            "pytest-xdist>=3.5",
             "ruff>=0.5",
             "timm>=0.9",
             "scikit-learn>=1.2",

@@ -41,7 +41,7 @@ from se_detectron.utils.machine import cpu_name, peak_fp32_flops, vector_extensi
 
 from .timing import run_interleaved
 
-__all__ = ["build_parser", "build_routes", "cli", "model_flops"]
+__all__ = ["build_parser", "build_routes", "cli", "model_flops", "profile_routes"]
 
 CONFIG = "COCO-Detection/faster_rcnn_SE_R_50_FPN_1x.yaml"
 
@@ -71,6 +71,13 @@ def build_parser() -> argparse.ArgumentParser:
         "measured by se-deploy compare; ONNX Runtime's calibrator keeps every activation of "
         "every image, ~2 GB each at 800x1333)",
     )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="after the timing, run each route once under its own profiler (torch.profiler, "
+        "ONNX Runtime's, OpenVINO's PERF_COUNT) and report where the time goes by operator type",
+    )
+    parser.add_argument("--top", type=int, default=8, help="operator types per profile")
     parser.add_argument("--work-dir", default=None, help="where the exported files go (temp)")
     parser.add_argument("--output", default="output/benchmark/deploy.json")
     return parser
@@ -97,8 +104,9 @@ def _cfg(height: int, width: int, weights: str):
 
 
 def build_routes(args, image: np.ndarray, work_dir: str, threads: int):
-    """``(routes, skipped, flops, predictors)``: name -> ``() -> Instances``, and why routes
-    were skipped."""
+    """``(routes, precisions, skipped, flops, runners)``: name -> ``() -> Instances``, each
+    route's precision, why routes were skipped, the model's fp32 flops, and name -> what runs
+    the network (the eager model, or the deployed runtime) for :func:`profile_routes`."""
     from detectron2.engine import DefaultPredictor
 
     from se_detectron.deploy import load
@@ -117,6 +125,7 @@ def build_routes(args, image: np.ndarray, work_dir: str, threads: int):
     tensor = torch.as_tensor(image.astype("float32").transpose(2, 0, 1))
     flops = model_flops(eager.model, tensor)
     routes = {"eager": lambda: eager(image)["instances"]}
+    runners = {"eager": eager.model}
     precisions = {"eager": "fp32 (PyTorch eager)"}
     skipped: Dict[str, str] = {}
     if not args.no_compile:
@@ -157,7 +166,90 @@ def build_routes(args, image: np.ndarray, work_dir: str, threads: int):
         predictor = load(path, backend, precision, threads=threads)
         routes[name] = lambda p=predictor: p(image)
         precisions[name] = f"{predictor.precision} ({backend})"
-    return routes, precisions, skipped, flops
+        runners[name] = (path, precision, threads)
+    return routes, precisions, skipped, flops, runners
+
+
+def _shares(seconds: Dict[str, float], top: int) -> List[List]:
+    total = sum(seconds.values()) or 1.0
+    ranked = sorted(seconds.items(), key=lambda kv: -kv[1])
+    rows = [[name, 100.0 * t / total] for name, t in ranked[:top]]
+    rows.append(["(rest)", 100.0 * sum(t for _, t in ranked[top:]) / total])
+    return rows
+
+
+def _profile_eager(model, tensor: torch.Tensor) -> Dict[str, float]:
+    """Self CPU time per ATen operator of one ``model([{"image"}])`` (torch.profiler)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with torch.no_grad(), profile(activities=[ProfilerActivity.CPU]) as prof:
+        model([{"image": tensor}])
+    return {e.key: e.self_cpu_time_total / 1e6 for e in prof.key_averages()}
+
+
+def _profile_onnxruntime(path: str, threads: int, tensor: np.ndarray, tmp: str):
+    """Time per ONNX operator type of one run (ONNX Runtime's profiler, ``Node`` events)."""
+    import json
+
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.enable_profiling = True
+    options.profile_file_prefix = os.path.join(tmp, "ort_profile")
+    session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    session.run(None, {"image": tensor})
+    with open(session.end_profiling()) as f:
+        events = json.load(f)
+    seconds: Dict[str, float] = {}
+    for event in events:
+        if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
+            op = event.get("args", {}).get("op_name", "?")
+            seconds[op] = seconds.get(op, 0.0) + event["dur"] / 1e6
+    return seconds
+
+
+def _profile_openvino(path: str, precision: str, threads: int, tensor: np.ndarray):
+    """Time per OpenVINO node type and kernel (``PERF_COUNT``) of one inference request."""
+    import openvino
+
+    core = openvino.Core()
+    config = {"INFERENCE_PRECISION_HINT": "f32" if precision == "fp32" else "bf16"}
+    config.update({"PERF_COUNT": True, "INFERENCE_NUM_THREADS": threads})
+    request = core.compile_model(core.read_model(path), "CPU", config).create_infer_request()
+    request.infer({"image": tensor})
+    request.infer({"image": tensor})  # the second run: shapes seen, kernels chosen
+    seconds: Dict[str, float] = {}
+    for info in request.get_profiling_info():
+        key = f"{info.node_type} [{info.exec_type}]"
+        seconds[key] = seconds.get(key, 0.0) + info.real_time.total_seconds()
+    return seconds
+
+
+def profile_routes(runners: Dict, image: np.ndarray, top: int, tmp: str) -> Dict[str, List]:
+    """Where each route's network time goes: ``name -> [[operator type, % of time], ...]``.
+
+    Each route's own profiler, one image: torch.profiler's self CPU time per ATen operator
+    (eager), ONNX Runtime's kernel time per ONNX operator, OpenVINO's ``PERF_COUNT`` real time
+    per node type and kernel (its kernel name says the ISA and precision, e.g.
+    ``jit_avx2_FP32``, ``jit_avx2_I8`` or ``ref``). The resize and postprocessing outside the
+    network are not in these profiles.
+    """
+    height, width = image.shape[:2]
+    tensor = image.astype("float32").transpose(2, 0, 1).copy()
+    profiles = {}
+    for name, runner in runners.items():
+        if name == "eager":
+            seconds = _profile_eager(runner, torch.as_tensor(tensor))
+        else:
+            path, precision, threads = runner
+            if name.startswith("onnxruntime"):
+                seconds = _profile_onnxruntime(path, threads, tensor, tmp)
+            else:
+                seconds = _profile_openvino(path, precision, threads, tensor)
+        profiles[name] = {"seconds": sum(seconds.values()), "top": _shares(seconds, top)}
+        print(f"profiled {name} ({height}x{width})", flush=True)
+    return profiles
 
 
 def cli(argv: Optional[List[str]] = None) -> int:
@@ -179,13 +271,14 @@ def cli(argv: Optional[List[str]] = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         work_dir = args.work_dir or tmp
         os.makedirs(work_dir, exist_ok=True)
-        routes, precisions, skipped, flops = build_routes(args, image, work_dir, threads)
+        routes, precisions, skipped, flops, runners = build_routes(args, image, work_dir, threads)
         reference = routes["eager"]()
         stats = run_interleaved(
             routes, torch.device("cpu"), rounds=args.rounds, warmup=args.warmup,
             progress=lambda msg: print(msg, flush=True),
         )  # fmt: skip
         outputs = {name: fn() for name, fn in routes.items()}
+        profiles = profile_routes(runners, image, args.top, work_dir) if args.profile else {}
     base = stats["eager"].median
     rows = []
     for name, st in stats.items():
@@ -224,6 +317,7 @@ def cli(argv: Optional[List[str]] = None) -> int:
         "peak": peak,
         "skipped": skipped,
         "routes": rows,
+        "profiles": profiles,
     }
     print(format_table(report), flush=True)
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
@@ -258,4 +352,7 @@ def format_table(report: Dict) -> str:
         )
     for name, why in report["skipped"].items():
         lines.append(f"\n{name}: skipped, {why}")
+    for name, prof in report.get("profiles", {}).items():
+        lines.append(f"\nwhere {name}'s network time goes ({prof['seconds']:.2f} s profiled):")
+        lines.append(", ".join(f"{op} {share:.1f}%" for op, share in prof["top"]))
     return "\n".join(lines)

@@ -4,8 +4,10 @@ import pytest
 import torch
 from detectron2.engine import HookBase
 
-# Tests run on 2-core CPU machines: keep torch from oversubscribing them.
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# Tests run on 2-core CPU machines: keep torch from oversubscribing them. `make test` runs two
+# pytest-xdist workers (PYTEST_XDIST_WORKER_COUNT), which share the cores.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1) // _WORKERS))
 
 
 @pytest.fixture
@@ -43,5 +45,31 @@ def run_trainer():
         trainer.resume_or_load(resume=resume)
         trainer.train()
         return trainer
+
+    return run
+
+
+@pytest.fixture
+def run_cli_in_process(capsys):
+    """``run(cli, argv) -> (exit status, stderr)``: a tool's ``cli`` in this process.
+
+    The user-error cases of the training tools run here instead of in a subprocess each (the
+    tool's own process is tested once per tool); the preemption handlers a tool installs are
+    restored afterwards.
+    """
+    import signal
+
+    from se_detectron.engine.preemption import PREEMPTION_SIGNALS
+
+    def run(cli, argv):
+        saved = {signum: signal.getsignal(signum) for signum in PREEMPTION_SIGNALS}
+        capsys.readouterr()
+        try:
+            with pytest.raises(SystemExit) as exit_info:
+                cli([str(a) for a in argv])
+        finally:
+            for signum, handler in saved.items():
+                signal.signal(signum, handler)
+        return exit_info.value.code, capsys.readouterr().err
 
     return run

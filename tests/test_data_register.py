@@ -306,6 +306,10 @@ def test_train_and_test_classes_must_match(tmp_path):
 # ----------------------------------------------------------------------------------------------
 def test_register_from_cfg(tmp_path, monkeypatch):
     monkeypatch.setenv("DETECTRON2_DATASETS", str(tmp_path / "d2"))
+    for name in (SYNTHETIC_TRAIN, SYNTHETIC_VAL):  # an earlier test of this process registered it
+        for catalog in (DatasetCatalog, MetadataCatalog):
+            if name in catalog.list():
+                monkeypatch.delitem(catalog.data, name)  # put back after the test
     cfg = add_se_config(add_se_config(get_cfg()))
     assert cfg.DATASETS.REGISTER_COCO == [] and cfg.DATASETS.REGISTER_VOC == []
     json_file, image_root = _coco(tmp_path, [{"id": 1, "name": "a"}], [_ann(1, 1, 1)])

@@ -150,15 +150,17 @@ def test_crops_are_reused_and_checked(tmp_path):
 
 
 @pytest.mark.slow
-def test_mask_rcnn_demo_reports_mask_ap_and_draws_masks(tmp_path):
-    """`make demo DEMO_ARGS="--config-file Synthetic/mask_rcnn_SE_R_18_FPN_synthetic.yaml"`."""
+def test_mask_rcnn_demo_reports_mask_ap_and_draws_masks(demo_run, tmp_path):
+    """`make demo DEMO_ARGS="--config-file Synthetic/mask_rcnn_SE_R_18_FPN_synthetic.yaml"`
+    (the crops of the Faster R-CNN chain above are reused)."""
     from se_detectron.demo import format_summary
 
+    crops = demo_run[2]
     plan = DemoPlan(
         output_dir=str(tmp_path / "run"),
         device="cpu",
         config_file="Synthetic/mask_rcnn_SE_R_18_FPN_synthetic.yaml",
-        pretrain_args=TINY_PRETRAIN.split() + ["--crops-root", str(tmp_path / "crops")],
+        pretrain_args=TINY_PRETRAIN.split() + ["--crops-root", str(crops)],
         finetune_opts=list(TINY_FINETUNE) + ["MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0"],
         num_pictures=1,
     )

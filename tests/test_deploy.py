@@ -282,3 +282,28 @@ def test_images_and_files_the_runtime_cannot_take(exported, tmp_path):
         load(str(tmp_path / "missing.onnx"), "openvino")
     with pytest.raises(DeployError, match="choose one of"):
         load(path, "tensorrt")
+
+
+@pytest.mark.slow
+def test_speed_benchmark_table_and_profiles(tmp_path):
+    """tools/benchmark_deploy.py at a tiny size: every fp32 route timed against eager, with its
+    boxes compared, its share of the fp32 peak, and each route's profile by operator type."""
+    from benchmarks.deploy import cli, format_table
+
+    out = tmp_path / "deploy.json"
+    argv = ["--size", "96", "--rounds", "1", "--warmup", "0", "--no-compile", "--no-int8"]
+    assert cli([*argv, "--profile", "--top", "100", "--output", str(out)]) == 0
+    report = json.loads(out.read_text())
+    routes = {r["route"]: r for r in report["routes"]}
+    assert {"eager", "onnxruntime", "openvino"} <= set(routes)
+    assert routes["eager"]["speedup_vs_eager"] == 1.0 and report["model_gflops"] > 0
+    for row in routes.values():
+        assert row["median_s"] > 0 and row["same_detection_count"], row
+    assert set(report["profiles"]) == {"eager", "onnxruntime", "openvino"}
+    for name, prof in report["profiles"].items():
+        ops = [op for op, _ in prof["top"]]
+        assert prof["seconds"] > 0 and ops[-1] == "(rest)", name
+        assert sum(share for _, share in prof["top"]) == pytest.approx(100.0)
+        assert any("conv" in op.lower() for op in ops), (name, ops)
+    assert {"Conv", "RoiAlign"} <= {op for op, _ in report["profiles"]["onnxruntime"]["top"]}
+    assert "where openvino's network time goes" in format_table(report)

@@ -254,10 +254,12 @@ def test_cli_trains_resumes_and_evaluates(tiny, tmp_path):
     ],
     ids=["unknown-key", "bad-value", "dataset", "weights", "frozen-random", "yacs-style"],
 )
-def test_user_errors_are_one_clear_message(tiny, tmp_path, extra, message):
-    proc = run_lazy(*cli_args(tiny, tmp_path / "e"), *extra)
-    assert proc.returncode == 2, proc.stderr[-3000:]
-    last = proc.stderr.strip().splitlines()[-1]
+def test_user_errors_are_one_clear_message(tiny, tmp_path, run_cli_in_process, extra, message):
+    from se_detectron.engine.lazy_train_net import cli
+
+    status, stderr = run_cli_in_process(cli, [*cli_args(tiny, tmp_path / "e"), *extra])
+    assert status == 2, stderr[-3000:]
+    last = stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and re.search(message, last), last
 
 
@@ -269,11 +271,21 @@ def test_user_errors_are_one_clear_message(tiny, tmp_path, extra, message):
         ("COCO-Detection/faster_rcnn_SE_R_50_FPN_1x.yaml", "is a yacs config"),
     ],
 )
-def test_bad_config_file(config_file, message):
-    proc = run_lazy("--config-file", config_file)
+def test_bad_config_file(run_cli_in_process, config_file, message):
+    from se_detectron.engine.lazy_train_net import cli
+
+    status, stderr = run_cli_in_process(cli, ["--config-file", config_file])
+    assert status == 2
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and re.search(message, last), last
+
+
+@pytest.mark.slow
+def test_the_tools_process_reports_a_user_error_in_one_line(tmp_path):
+    proc = run_lazy("--config-file", str(tmp_path / "missing.py"))
     assert proc.returncode == 2
     last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: ") and re.search(message, last), last
+    assert last.startswith("error: ") and "missing.py" in last, last
 
 
 @pytest.mark.slow

@@ -11,33 +11,11 @@ SE-ResNeXt figures are those of the released SE-ResNeXt models, which stride in 
 (with the stride in the 1x1, SE-ResNeXt-50 would be 3.80 GMACs).
 """
 
-from math import prod
-
 import pytest
 import torch
-from fvcore.nn import FlopCountAnalysis
-from fvcore.nn.jit_handles import get_shape
 
+from benchmarks.sizes import macs_as_in_paper
 from se_detectron.modeling import build_se_resnet_classifier
-
-
-def _count_input_elements(inputs, outputs):
-    return prod(get_shape(inputs[0]))
-
-
-def _count_output_elements(inputs, outputs):
-    return prod(get_shape(outputs[0]))
-
-
-def macs_as_in_paper(model):
-    flops = FlopCountAnalysis(model, torch.zeros(1, 3, 224, 224))
-    flops.set_op_handle(
-        "aten::mean", _count_input_elements, "aten::addcmul", _count_output_elements
-    )
-    flops.unsupported_ops_warnings(False)
-    flops.uncalled_modules_warnings(False)
-    by_op = flops.by_operator()
-    return sum(by_op.get(op, 0) for op in ("conv", "linear", "mean", "addcmul"))
 
 
 @pytest.mark.parametrize(
@@ -77,3 +55,44 @@ def test_senet154_matches_released_model_size(se_cfg):
     ]
     assert model.res2[0].conv1.out_channels == 128 and model.res2[0].conv2.out_channels == 256
     assert model.res3[0].shortcut.weight.shape[-2:] == (3, 3)
+
+
+def test_deformable_convs_count_as_their_convolution_plus_the_offset_conv(se_cfg):
+    """tools/model_sizes.py counts torchvision's deformable conv as the dense convolution it
+    samples for, so deformable res3-res5 add exactly their offset convolutions' multiply-adds."""
+    from torch import nn
+
+    from se_detectron.layers.deform_conv import DeformConv
+
+    se_cfg.MODEL.RESNETS.NORM = "BN"
+    plain = build_se_resnet_classifier(se_cfg, num_classes=1000).eval()
+    se_cfg.MODEL.RESNETS.DEFORM_ON_PER_STAGE = [False, True, True, True]
+    deformable = build_se_resnet_classifier(se_cfg, num_classes=1000).eval()
+    offset_macs, sizes = 0, {}
+    hooks = [
+        m.register_forward_hook(lambda m, i, o: sizes.__setitem__(m, o.shape[-2:]))
+        for m in deformable.modules()
+        if isinstance(m, nn.Conv2d) and not isinstance(m, DeformConv)
+    ]
+    deformable(torch.zeros(1, 3, 224, 224))
+    for hook in hooks:
+        hook.remove()
+    for name, m in deformable.named_modules():
+        if name.endswith("conv2_offset"):
+            h, w = sizes[m]
+            offset_macs += m.out_channels * h * w * m.weight[0].numel()
+    assert offset_macs > 0 and sum(isinstance(m, DeformConv) for m in deformable.modules()) == 13
+    assert macs_as_in_paper(deformable) == macs_as_in_paper(plain) + offset_macs
+
+
+def test_detector_config_sizes_count_heads_and_deformable_convs():
+    """tools/model_sizes.py's detector figures: the mask head runs on 100 detections even with
+    random weights, and deformable res3-res5 add their offset convolutions."""
+    from benchmarks.sizes import config_size
+
+    faster = config_size("COCO-Detection/faster_rcnn_SE_R_50_FPN_1x.yaml", 64, 96)
+    mask = config_size("Misc/mask_rcnn_SE_R_50_FPN_1x_dconv_c3-c5.yaml", 64, 96)
+    dconv = config_size("Misc/faster_rcnn_SE_R_50_FPN_1x_dconv_c3-c5.yaml", 64, 96)
+    assert dconv["params_m"] > faster["params_m"] and dconv["gmacs"] > faster["gmacs"]
+    # the mask head's four 3x3 convs and deconv on 100 RoIs of 14x14: > 10 GMACs
+    assert mask["gmacs"] - dconv["gmacs"] > 10

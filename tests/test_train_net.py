@@ -206,18 +206,23 @@ def test_cpu_threads_per_process():
         "betas",
     ],
 )
-def test_user_errors_are_one_clear_message(tiny_data, tmp_path, extra, message):
-    proc = run_train_net("--config-file", INSTANT, *tiny_opts(tiny_data, tmp_path / "e"), *extra)
-    assert proc.returncode == 2, proc.stderr[-3000:]
-    last = proc.stderr.strip().splitlines()[-1]
+def test_user_errors_are_one_clear_message(tiny_data, tmp_path, run_cli_in_process, extra, message):
+    from se_detectron.engine.train_net import cli
+
+    argv = ["--config-file", INSTANT, *tiny_opts(tiny_data, tmp_path / "e"), *extra]
+    status, stderr = run_cli_in_process(cli, argv)
+    assert status == 2, stderr[-3000:]
+    last = stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and re.search(message, last), last
 
 
 @pytest.mark.slow
 def test_missing_config_file(tmp_path):
+    """The tool's own process: one error line, exit status 2."""
     proc = run_train_net("--config-file", str(tmp_path / "missing.yaml"))
     assert proc.returncode == 2
     last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ")
     assert "missing.yaml" in last and "quick_schedules/faster_rcnn_SE_R_50_FPN_instant_test" in last
 
 

@@ -7,7 +7,10 @@ ranges calibrated (min/max) on training images preprocessed as the exported grap
 (its own ``ResizeShortestEdge``). Anchors, box decoding, NMS, RoIAlign and the mask pasting stay
 fp32. The file keeps the fp32 file's metadata (config) and says ``se_detectron.precision=int8``.
 Both runtimes execute it in int8: ONNX Runtime fuses the QDQ pairs into ``QLinearConv`` /
-``QGemm`` kernels, OpenVINO into its int8 convolutions.
+``QGemm`` kernels, OpenVINO into its int8 convolutions. The file is meant for ONNX Runtime, where
+it kept the demo detector's box AP within 0.3 of fp32; OpenVINO's own int8 arithmetic lost
+2.1-2.5 AP on it whatever the calibration (docs/tutorials/deployment.md, "int8"), so
+``se-deploy compare`` is the check before deploying it there.
 
 OpenVINO's NNCF (``nncf.quantize``) is not used: NNCF 3.4.0 cannot build its graph of the
 exported detector (the ``If`` subgraphs of torchvision's batched NMS: "Could not find a node
