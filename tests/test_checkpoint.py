@@ -46,6 +46,7 @@ from se_detectron.modeling import build_se_resnet, build_se_resnet_classifier
 from se_detectron.modeling.archs import apply_arch
 
 timm = pytest.importorskip("timm")
+from random_models import random_timm_model, randomize  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tools"))
@@ -54,25 +55,6 @@ import convert_pretrained  # noqa: E402
 STAGES = ["res2", "res3", "res4", "res5"]
 # Odd sizes: ceil-mode and padded stem pooling give different feature sizes (17 vs 18 rows).
 INPUT_HW = (70, 86)
-
-
-def _randomize(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                n = m.num_features
-                m.running_mean.copy_(torch.randn(n, generator=g) * 0.2)
-                m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
-                m.weight.copy_(torch.rand(n, generator=g) + 0.5)  # timm zero-inits bn3
-                m.bias.copy_(torch.randn(n, generator=g) * 0.2)
-            elif isinstance(m, torch.nn.Conv2d) and m.bias is not None:
-                m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.2)
-    return model.eval()
-
-
-def _timm_model(name: str, **kwargs) -> torch.nn.Module:
-    return _randomize(timm.create_model(name, pretrained=False, **kwargs))
 
 
 def _trunk(config, **overrides) -> torch.nn.Module:
@@ -198,7 +180,7 @@ SLOW_TIMM_CASES = {"legacy_senet154", "senet154", "seresnet152d", "seresnext50_3
     ],
 )
 def test_timm_equivalence(name, kwargs, source, stride_in_1x1, ceil_pool, expected):
-    model = _timm_model(name, **kwargs)
+    model = random_timm_model(name, **kwargs)
     result = convert_state_dict(model.state_dict())
     assert result.source == source and result.detected
     cfg = result.config
@@ -223,7 +205,7 @@ def test_timm_equivalence(name, kwargs, source, stride_in_1x1, ceil_pool, expect
 @pytest.mark.slow
 def test_full_depth_resnet_d():
     """timm's seresnet152d itself: named se_resnet152d, loads strictly, same features."""
-    model = _timm_model("seresnet152d")
+    model = random_timm_model("seresnet152d")
     # small last-BN gains (timm zero-inits them): with ~1 ones, 36 random res4 blocks grow the
     # activations to ~1e6, where float32 rounding alone moves res4 by tens of percent
     with torch.no_grad():
@@ -242,7 +224,7 @@ def test_full_depth_resnet_d():
 @pytest.mark.slow
 def test_anti_aliased_weights_need_arch():
     """Anti-aliasing has no weights: --arch (or a hub config.json) says the model has it."""
-    model = _timm_model("seresnetaa50d")
+    model = random_timm_model("seresnetaa50d")
     x = torch.randn(1, 3, 64, 96, generator=torch.Generator().manual_seed(1))  # multiples of 32
 
     guessed = convert_state_dict(model.state_dict())
@@ -263,7 +245,7 @@ def test_anti_aliased_weights_need_arch():
 
 
 def test_arch_must_agree_with_the_weights():
-    weights = _timm_model("seresnext26t_32x4d").state_dict()
+    weights = random_timm_model("seresnext26t_32x4d").state_dict()
     with pytest.raises(ConversionError, match=r"--arch seresnet152d: .*DEPTH=152 but the weights"):
         convert_state_dict(weights, arch="seresnet152d")
     with pytest.raises(ConversionError, match=r"STEM_WIDTHS=\[\] but the weights have \[24, 32\]"):
@@ -276,7 +258,7 @@ def test_hub_config_json_names_the_architecture(tmp_path, capsys):
     """timm files from the Hugging Face hub come with a config.json holding "architecture"."""
     import json
 
-    model = _timm_model("seresnetaa50d")
+    model = random_timm_model("seresnetaa50d")
     torch.save(model.state_dict(), tmp_path / "pytorch_model.bin")
     (tmp_path / "config.json").write_text(json.dumps({"architecture": "seresnetaa50d"}))
     result = convert_checkpoint(str(tmp_path / "pytorch_model.bin"), str(tmp_path / "out.pkl"))
@@ -302,7 +284,7 @@ def test_hub_config_json_names_the_architecture(tmp_path, capsys):
 
 def test_settings_matter_for_cadene_layout():
     """The stride placement and stem pooling inferred for Cadene weights are not no-ops."""
-    model = _timm_model("legacy_seresnet50")
+    model = random_timm_model("legacy_seresnet50")
     result = convert_state_dict(model.state_dict())
     x = torch.randn(1, 3, *INPUT_HW, generator=torch.Generator().manual_seed(1))
     for key in ("MODEL.RESNETS.STRIDE_IN_1X1", "MODEL.SE.STEM_CEIL_POOL"):
@@ -360,7 +342,7 @@ def pretrain_files(tmp_path_factory):
     torch.manual_seed(0)
     cfg = apply_arch(get_se_cfg(), "se_resnet50")
     cfg.merge_from_list(["MODEL.RESNETS.NORM", "BN", "MODEL.SE.STEM_CEIL_POOL", True])
-    clf = _randomize(build_se_resnet_classifier(cfg, num_classes=10))
+    clf = randomize(build_se_resnet_classifier(cfg, num_classes=10))
     model_sd = clf.state_dict()
     ema_sd = {k: v + 0.01 if v.is_floating_point() else v for k, v in model_sd.items()}
     path = tmp / "checkpoint.pth"
@@ -489,7 +471,7 @@ def test_ema_weights_are_loaded(pretrain_files):
 def test_cli_safetensors_and_written_config(tmp_path, capsys):
     from safetensors.torch import save_file
 
-    model = _timm_model("seresnet50")
+    model = random_timm_model("seresnet50")
     src = tmp_path / "seresnet50.safetensors"
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(src))
     out, yaml_path = tmp_path / "w.pkl", tmp_path / "cfgs" / "faster_rcnn.yaml"
@@ -527,7 +509,7 @@ def test_cli_safetensors_and_written_config(tmp_path, capsys):
 @pytest.mark.slow
 def test_resnet_d_weights_in_the_detector(tmp_path):
     """timm's tiered SE-ResNeXt-26-D through --write-config into a Faster R-CNN FPN."""
-    model = _timm_model("seresnext26t_32x4d")
+    model = random_timm_model("seresnext26t_32x4d")
     src, out, yaml_path = tmp_path / "w.pth", tmp_path / "w.pkl", tmp_path / "frcnn.yaml"
     torch.save(model.state_dict(), src)
     base = REPO / "configs" / "Base-SE-RCNN-FPN.yaml"
@@ -565,7 +547,7 @@ def test_cli_errors(tmp_path, capsys):
 
 
 def test_untrusted_pickle_needs_flag(tmp_path):
-    model = _timm_model("legacy_seresnet50")
+    model = random_timm_model("legacy_seresnet50")
     ok = tmp_path / "namespace.pth"  # argparse.Namespace args are allowed without the flag
     torch.save({"state_dict": model.state_dict(), "args": argparse.Namespace(lr=0.1)}, ok)
     assert convert_checkpoint(str(ok), str(tmp_path / "ok.pkl")).source == "cadene"

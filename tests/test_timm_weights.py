@@ -23,28 +23,13 @@ from se_detectron.modeling import build_se_resnet
 
 timm = pytest.importorskip("timm")
 pytest.importorskip("huggingface_hub")
+from random_models import random_timm_model  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tools"))
 import convert_pretrained  # noqa: E402
 
 STAGES = ["res2", "res3", "res4", "res5"]
-
-
-def _randomized(name: str, **kwargs) -> torch.nn.Module:
-    """A timm model with random BatchNorm statistics and gains (timm zero-inits the last BN)."""
-    torch.manual_seed(0)
-    model = timm.create_model(name, pretrained=False, **kwargs)
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                n = m.num_features
-                m.running_mean.copy_(torch.randn(n, generator=g) * 0.2)
-                m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
-                m.weight.copy_(torch.rand(n, generator=g) + 0.5)
-                m.bias.copy_(torch.randn(n, generator=g) * 0.2)
-    return model.eval()
 
 
 def _trunk(config) -> torch.nn.Module:
@@ -76,7 +61,7 @@ def _assert_same_features(trunk, model, hw=(64, 64)):
     ],
 )
 def test_se_resnet_18_34_convert_exactly(name, source, divisor, relu_before_se):
-    model = _randomized(name)
+    model = random_timm_model(name)
     result = convert_state_dict(model.state_dict())
     cfg = result.config
     assert result.source == source
@@ -100,7 +85,7 @@ def test_eca_resnet_d_converts_exactly():
     """ecaresnet26t: the ECA trunks' blocks, tiered deep stem and average-pooled shortcuts (the
     other ECA-ResNet-D differ in depth and stem widths, checked against timm's parameter shapes
     in test_resnet_d.py)."""
-    model = _randomized("ecaresnet26t")
+    model = random_timm_model("ecaresnet26t")
     result = convert_state_dict(model.state_dict())
     cfg = result.config
     assert cfg["MODEL.SE.EXCITATION"] == "eca" and cfg["MODEL.SE.AVG_DOWN"] is True
@@ -148,7 +133,7 @@ def test_convert_by_timm_name_from_the_hub_cache(offline_caches, capsys):
     assert err.startswith("error: --timm ecaresnet26t:") and "\n" not in err
     assert "timm/ecaresnet26t.ra2_in1k" in err and str(tmp / "hf" / "hub") in err
 
-    model = _randomized("ecaresnet26t")
+    model = random_timm_model("ecaresnet26t")
     _hub_cache(tmp / "hf" / "hub", "timm/ecaresnet26t.ra2_in1k", model, "ecaresnet26t")
     assert convert_pretrained.cli(["--timm", "ecaresnet26t", str(out)]) == 0
     printed = capsys.readouterr().out
@@ -173,7 +158,7 @@ def test_convert_legacy_weights_by_name_from_the_torch_hub_cache(offline_caches,
     assert err.startswith("error: --timm legacy_seresnet18:") and "\n" not in err
     assert str(tmp / "torch" / "hub" / "checkpoints") in err
 
-    model = _randomized("legacy_seresnet18")
+    model = random_timm_model("legacy_seresnet18")
     folder = tmp / "torch" / "hub" / "checkpoints"
     folder.mkdir(parents=True)
     url = timm.models.get_pretrained_cfg("legacy_seresnet18").url
@@ -200,7 +185,7 @@ def test_timm_name_errors(offline_caches, capsys):
 
 def test_unreadable_se_widths_still_refused():
     """Widths no reduction explains, even rounded, stay one error naming the widths."""
-    model = _randomized("seresnet18")
+    model = random_timm_model("seresnet18")
     sd = dict(model.state_dict())
     sd["layer1.0.se.fc1.weight"] = torch.zeros(5, 64, 1, 1)
     sd["layer1.0.se.fc1.bias"] = torch.zeros(5)
