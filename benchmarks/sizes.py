@@ -20,7 +20,7 @@ from typing import Dict, List, Optional
 
 import torch
 
-__all__ = ["arch_size", "build_parser", "cli", "config_size", "macs_as_in_paper"]
+__all__ = ["arch_size", "build_parser", "cli", "config_size", "detector_macs", "macs_as_in_paper"]
 
 
 def _input_elements(inputs, outputs):
@@ -74,11 +74,23 @@ def arch_size(name: str) -> Dict[str, float]:
     return {"params_m": params / 1e6, "gmacs": macs_as_in_paper(model) / 1e9}
 
 
+def detector_macs(model: torch.nn.Module, inputs: List[Dict]) -> float:
+    """Multiply-adds of one Detectron2 inference ``model(inputs)``: Detectron2's
+    ``FlopCountAnalysis`` total (fvcore counts one multiply-add as one "flop"), a deformable conv
+    counted as its convolution."""
+    from detectron2.utils.analysis import FlopCountAnalysis
+
+    with torch.no_grad():
+        flops = FlopCountAnalysis(model, inputs)
+        flops.set_op_handle("torchvision::deform_conv2d", _deform_conv)
+        flops.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+        return float(flops.total())
+
+
 def config_size(config: str, height: int = 800, width: int = 1333) -> Dict[str, float]:
     """``{"params_m", "gmacs"}`` of a shipped config's model; multiply-adds of one inference on
     a ``height x width`` image (random weights, the config's test-time settings)."""
     from detectron2.modeling import build_model
-    from detectron2.utils.analysis import FlopCountAnalysis
 
     from se_detectron import get_se_cfg
 
@@ -91,12 +103,8 @@ def config_size(config: str, height: int = 800, width: int = 1333) -> Dict[str, 
     model = build_model(cfg).eval()
     params = sum(p.numel() for p in model.parameters())
     image = torch.zeros(3, height, width)
-    with torch.no_grad():
-        flops = FlopCountAnalysis(model, [{"image": image, "height": height, "width": width}])
-        flops.set_op_handle("torchvision::deform_conv2d", _deform_conv)
-        flops.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
-        total = flops.total()
-    return {"params_m": params / 1e6, "gmacs": total / 1e9}
+    macs = detector_macs(model, [{"image": image, "height": height, "width": width}])
+    return {"params_m": params / 1e6, "gmacs": macs / 1e9}
 
 
 def build_parser() -> argparse.ArgumentParser:
