@@ -188,15 +188,11 @@ def _profile_onnxruntime(path: str, threads: int, tensor: np.ndarray, tmp: str):
     """Time per ONNX operator type of one run (ONNX Runtime's profiler, ``Node`` events)."""
     import json
 
-    import onnxruntime as ort
+    from se_detectron.deploy.runtimes import OnnxRuntimeRuntime
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.enable_profiling = True
-    options.profile_file_prefix = os.path.join(tmp, "ort_profile")
-    session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-    session.run(None, {"image": tensor})
-    with open(session.end_profiling()) as f:
+    runtime = OnnxRuntimeRuntime(path, threads, profile_prefix=os.path.join(tmp, "ort_profile"))
+    runtime(tensor)
+    with open(runtime.session.end_profiling()) as f:
         events = json.load(f)
     seconds: Dict[str, float] = {}
     for event in events:
@@ -208,16 +204,13 @@ def _profile_onnxruntime(path: str, threads: int, tensor: np.ndarray, tmp: str):
 
 def _profile_openvino(path: str, precision: str, threads: int, tensor: np.ndarray):
     """Time per OpenVINO node type and kernel (``PERF_COUNT``) of one inference request."""
-    import openvino
+    from se_detectron.deploy.runtimes import OpenVINORuntime
 
-    core = openvino.Core()
-    config = {"INFERENCE_PRECISION_HINT": "f32" if precision == "fp32" else "bf16"}
-    config.update({"PERF_COUNT": True, "INFERENCE_NUM_THREADS": threads})
-    request = core.compile_model(core.read_model(path), "CPU", config).create_infer_request()
-    request.infer({"image": tensor})
-    request.infer({"image": tensor})  # the second run: shapes seen, kernels chosen
+    runtime = OpenVINORuntime(path, precision, threads, perf_count=True)
+    runtime(tensor)
+    runtime(tensor)  # the second run: shapes seen, kernels chosen
     seconds: Dict[str, float] = {}
-    for info in request.get_profiling_info():
+    for info in runtime.request.get_profiling_info():
         key = f"{info.node_type} [{info.exec_type}]"
         seconds[key] = seconds.get(key, 0.0) + info.real_time.total_seconds()
     return seconds

@@ -107,14 +107,20 @@ class OnnxRuntimeRuntime(Runtime):
     Args:
         path: the ``.onnx`` file.
         threads: intra-op threads (0: onnxruntime's default, one per physical core).
+        profile_prefix: record ONNX Runtime's profile of every run into
+            ``<profile_prefix>_<date>.json`` (``session.end_profiling()`` ends it and returns
+            the path); None: no profiling.
     """
 
     backend = "onnxruntime"
 
-    def __init__(self, path: str, threads: int = 0):
+    def __init__(self, path: str, threads: int = 0, profile_prefix: Optional[str] = None):
         ort = require_backend("onnxruntime")
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
+        if profile_prefix is not None:
+            options.enable_profiling = True
+            options.profile_file_prefix = profile_prefix
         try:
             self.session = ort.InferenceSession(
                 path, sess_options=options, providers=["CPUExecutionProvider"]
@@ -145,11 +151,15 @@ class OpenVINORuntime(Runtime):
             without bf16 support: OpenVINO would silently run f32). An int8 file runs its
             quantized layers in int8 and the others in this precision.
         threads: ``INFERENCE_NUM_THREADS`` (0: OpenVINO's default).
+        perf_count: OpenVINO's ``PERF_COUNT``: ``request.get_profiling_info()`` then gives
+            each node's time and kernel for the last inference.
     """
 
     backend = "openvino"
 
-    def __init__(self, path: str, precision: str = "fp32", threads: int = 0):
+    def __init__(
+        self, path: str, precision: str = "fp32", threads: int = 0, perf_count: bool = False
+    ):
         ov = require_backend("openvino")
         if precision not in PRECISIONS:
             raise DeployError(f"--precision {precision!r}: choose one of {PRECISIONS}")
@@ -169,6 +179,8 @@ class OpenVINORuntime(Runtime):
         config = {"INFERENCE_PRECISION_HINT": "f32" if precision == "fp32" else "bf16"}
         if threads:
             config["INFERENCE_NUM_THREADS"] = threads
+        if perf_count:
+            config["PERF_COUNT"] = True
         try:
             self.compiled = core.compile_model(model, "CPU", config)
         except Exception as e:
